@@ -1,0 +1,112 @@
+# cbrick build. `make` builds libcbrick.so, the cbrick CLI and every plugin;
+# `make test` runs the Criterion suite; `make install PREFIX=...` installs the SDK.
+PREFIX ?= /usr/local
+BUILD ?= build
+CC ?= cc
+PKGS := jansson openblas
+OPT ?= -O2
+CFLAGS ?= $(OPT) -g
+override CFLAGS += -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -Icore/include \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
+LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lm -lpthread
+
+LIB_SRC := $(wildcard core/*.c core/kernels/*.c registry/*.c)
+CLI_SRC := $(wildcard core/cli/*.c)
+PLUGIN_SRC := $(wildcard plugins/*.c backbones/*.c)
+# A folder plugins/NAME/ or backbones/NAME/ builds into one NAME.so from all its .c files.
+PLUGIN_DIRS := $(patsubst %/,%,$(sort $(dir $(wildcard plugins/*/*.c backbones/*/*.c))))
+TEST_SRC := $(wildcard tests/*.c)
+TEST_PLUGIN_SRC := $(wildcard tests/plugins/*.c)
+
+LIB := $(BUILD)/lib/libcbrick.so
+CLI := $(BUILD)/bin/cbrick
+PLUGIN_DIR := $(BUILD)/lib/cbrick/plugins
+PLUGINS := $(patsubst %.c,$(PLUGIN_DIR)/%.so,$(notdir $(PLUGIN_SRC))) \
+	$(patsubst %,$(PLUGIN_DIR)/%.so,$(notdir $(PLUGIN_DIRS)))
+TESTS := $(BUILD)/tests/cbrick-tests
+TEST_PLUGINS := $(patsubst tests/plugins/%.c,$(BUILD)/tests/plugins/%.so,$(TEST_PLUGIN_SRC))
+LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
+CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
+TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
+
+.PHONY: all test deps install lint format clean fixtures check-torch
+all: deps-ok $(LIB) $(CLI) $(PLUGINS)
+
+# Installs missing packages (Debian) the first time a header is missing.
+.PHONY: deps-ok
+deps-ok:
+	@tools/install-deps.sh --if-missing
+
+deps:
+	tools/install-deps.sh
+
+$(BUILD)/obj/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c $< -o $@
+
+$(LIB): $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $^ $(LIBS)
+
+$(CLI): $(CLI_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $(CLI_OBJ) -L$(BUILD)/lib -lcbrick $(LIBS) -Wl,-rpath,'$$ORIGIN/../lib'
+
+$(PLUGIN_DIR)/%.so: $(BUILD)/obj/plugins/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $< -L$(BUILD)/lib -lcbrick $(LIBS) -Wl,-rpath,'$$ORIGIN/../..'
+
+$(PLUGIN_DIR)/%.so: $(BUILD)/obj/backbones/%.o $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -shared -o $@ $< -L$(BUILD)/lib -lcbrick $(LIBS) -Wl,-rpath,'$$ORIGIN/../..'
+
+define plugin_dir_rule
+$(PLUGIN_DIR)/$(notdir $(1)).so: $(patsubst %.c,$(BUILD)/obj/%.o,$(wildcard $(1)/*.c)) $(LIB)
+	@mkdir -p $$(dir $$@)
+	$$(CC) -shared -o $$@ $$(filter %.o,$$^) -L$(BUILD)/lib -lcbrick $$(LIBS) -Wl,-rpath,'$$$$ORIGIN/../..'
+endef
+$(foreach d,$(PLUGIN_DIRS),$(eval $(call plugin_dir_rule,$(d))))
+
+# Test plugins are built the way an out-of-tree author would: against the
+# public headers only, without linking libcbrick.
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -shared -o $@ $<
+
+$(TESTS): $(TEST_OBJ) $(LIB)
+	@mkdir -p $(dir $@)
+	$(CC) -o $@ $(TEST_OBJ) -L$(BUILD)/lib -lcbrick -lcriterion $(LIBS) \
+		-Wl,-rpath,'$$ORIGIN/../lib'
+
+test: all $(TESTS) $(TEST_PLUGINS)
+	$(TESTS) --jobs 2
+	tests/cli.sh $(BUILD)
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/lib/cbrick/plugins $(DESTDIR)$(PREFIX)/bin \
+		$(DESTDIR)$(PREFIX)/include/cbrick $(DESTDIR)$(PREFIX)/lib/pkgconfig
+	install -m 755 $(LIB) $(DESTDIR)$(PREFIX)/lib/
+	install -m 755 $(PLUGINS) $(DESTDIR)$(PREFIX)/lib/cbrick/plugins/
+	install -m 755 $(CLI) $(DESTDIR)$(PREFIX)/bin/
+	install -m 644 core/include/cbrick.h $(DESTDIR)$(PREFIX)/include/
+	install -m 644 core/include/cbrick/*.h $(DESTDIR)$(PREFIX)/include/cbrick/
+	sed -e 's|@PREFIX@|$(PREFIX)|' tools/cbrick.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cbrick.pc
+
+# Regenerates the golden fixtures with PyTorch (needs python3-torch).
+fixtures:
+	/usr/bin/python3 tools/fixtures/generate.py tests/fixtures
+
+lint:
+	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
+		--inline-suppr --std=c11 -Icore/include --suppress=missingIncludeSystem \
+		core registry plugins backbones tests
+	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) -- -std=gnu11 -Icore/include \
+		$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+
+format:
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) core/include/*.h core/include/cbrick/*.h
+
+clean:
+	rm -rf $(BUILD)
+
+-include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)

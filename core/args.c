@@ -1,0 +1,274 @@
+#include <math.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cbrick/args.h"
+
+#define MAX_READ_KEYS 128
+
+struct cb_args {
+  json_t *cfg;
+  char *path;
+  int n_read;
+  const char *read[MAX_READ_KEYS];
+};
+
+cb_args *cb_args_new(json_t *cfg, const char *path, cb_error *err) {
+  if (!json_is_object(cfg)) {
+    cb_fail(err, "%s: expected an object, found %s", path,
+            cfg ? (json_is_array(cfg) ? "a list" : "a scalar") : "nothing");
+    return NULL;
+  }
+  cb_args *a = calloc(1, sizeof *a);
+  char *copy = strdup(path ? path : "");
+  if (!a || !copy) {
+    free(a);
+    free(copy);
+    cb_fail(err, "%s: out of memory", path);
+    return NULL;
+  }
+  a->cfg = cfg;
+  a->path = copy;
+  return a;
+}
+
+void cb_args_free(cb_args *a) {
+  if (!a) return;
+  free(a->path);
+  free(a);
+}
+
+const char *cb_args_path(const cb_args *a) { return a->path; }
+json_t *cb_args_json(const cb_args *a) { return a->cfg; }
+
+bool cb_args_has(const cb_args *a, const char *key) {
+  json_t *v = json_object_get(a->cfg, key);
+  return v && !json_is_null(v);
+}
+
+static void mark_read(cb_args *a, const char *key) {
+  for (int i = 0; i < a->n_read; i++)
+    if (strcmp(a->read[i], key) == 0) return;
+  if (a->n_read < MAX_READ_KEYS) a->read[a->n_read++] = key;
+}
+
+json_t *cb_args_value(cb_args *a, const char *key) {
+  mark_read(a, key);
+  return json_object_get(a->cfg, key);
+}
+
+static const char *json_kind(const json_t *v) {
+  switch (json_typeof(v)) {
+  case JSON_OBJECT: return "an object";
+  case JSON_ARRAY: return "a list";
+  case JSON_STRING: return "a string";
+  case JSON_INTEGER: return "an integer";
+  case JSON_REAL: return "a number";
+  case JSON_TRUE:
+  case JSON_FALSE: return "a boolean";
+  default: return "null";
+  }
+}
+
+int cb_args_fail(const cb_args *a, const char *key, cb_error *err, const char *fmt, ...) {
+  char detail[CB_ERROR_MAX / 2];
+  va_list ap;
+  va_start(ap, fmt);
+  vsnprintf(detail, sizeof detail, fmt, ap);
+  va_end(ap);
+  if (*a->path)
+    return cb_fail(err, "%s.%s: %s", a->path, key, detail);
+  return cb_fail(err, "%s: %s", key, detail);
+}
+
+static int type_error(const cb_args *a, const char *key, const char *expected, const json_t *v,
+                      cb_error *err) {
+  char shown[64] = "";
+  if (json_is_string(v))
+    snprintf(shown, sizeof shown, " '%.40s'", json_string_value(v));
+  else if (json_is_number(v))
+    snprintf(shown, sizeof shown, " %g", json_number_value(v));
+  return cb_args_fail(a, key, err, "expected %s, found %s%s", expected, json_kind(v), shown);
+}
+
+static int integer_value(const cb_args *a, const char *key, const json_t *v, long long *out,
+                         cb_error *err) {
+  if (json_is_integer(v)) {
+    *out = json_integer_value(v);
+    return 0;
+  }
+  double d = json_is_real(v) ? json_real_value(v) : NAN;
+  if (json_is_real(v) && d == floor(d) && fabs(d) < 9e15) {
+    *out = (long long)d;
+    return 0;
+  }
+  return type_error(a, key, "an integer", v, err);
+}
+
+int cb_args_int(cb_args *a, const char *key, long long def, long long *out, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return 0;
+  }
+  return integer_value(a, key, v, out, err);
+}
+
+int cb_args_int_required(cb_args *a, const char *key, long long *out, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) return cb_args_fail(a, key, err, "required, but missing");
+  return integer_value(a, key, v, out, err);
+}
+
+int cb_args_double(cb_args *a, const char *key, double def, double *out, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return 0;
+  }
+  if (!json_is_number(v)) return type_error(a, key, "a number", v, err);
+  *out = json_number_value(v);
+  return 0;
+}
+
+int cb_args_bool(cb_args *a, const char *key, bool def, bool *out, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return 0;
+  }
+  if (!json_is_boolean(v)) return type_error(a, key, "true or false", v, err);
+  *out = json_is_true(v);
+  return 0;
+}
+
+int cb_args_string(cb_args *a, const char *key, const char *def, const char **out,
+                   cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) {
+    *out = def;
+    return 0;
+  }
+  if (!json_is_string(v)) return type_error(a, key, "a string", v, err);
+  *out = json_string_value(v);
+  return 0;
+}
+
+int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef,
+                     long long *out, int max, int *n, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (!v || json_is_null(v)) {
+    if (ndef > max) return cb_args_fail(a, key, err, "default list longer than %d", max);
+    for (int i = 0; i < ndef; i++) out[i] = def[i];
+    *n = ndef;
+    return 0;
+  }
+  if (json_is_integer(v)) {
+    if (max < 1) return cb_args_fail(a, key, err, "expected an empty list");
+    out[0] = json_integer_value(v);
+    *n = 1;
+    return 0;
+  }
+  if (!json_is_array(v)) return type_error(a, key, "a list of integers", v, err);
+  if ((int)json_array_size(v) > max)
+    return cb_args_fail(a, key, err, "expected at most %d items, found %zu", max,
+                        json_array_size(v));
+  size_t i;
+  json_t *item;
+  json_array_foreach(v, i, item) {
+    if (!json_is_integer(item))
+      return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
+                          json_kind(item));
+    out[i] = json_integer_value(item);
+  }
+  *n = (int)json_array_size(v);
+  return 0;
+}
+
+int cb_args_bool_list(cb_args *a, const char *key, bool *out, int max, int *n, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  *n = 0;
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_array(v)) return type_error(a, key, "a list of booleans", v, err);
+  if ((int)json_array_size(v) > max)
+    return cb_args_fail(a, key, err, "expected at most %d items, found %zu", max,
+                        json_array_size(v));
+  size_t i;
+  json_t *item;
+  json_array_foreach(v, i, item) {
+    if (!json_is_boolean(item))
+      return cb_args_fail(a, key, err, "item %zu: expected true or false, found %s", i,
+                          json_kind(item));
+    out[i] = json_is_true(item);
+  }
+  *n = (int)json_array_size(v);
+  return 0;
+}
+
+int cb_args_object(cb_args *a, const char *key, json_t **out, cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  *out = NULL;
+  if (!v || json_is_null(v)) return 0;
+  if (!json_is_object(v)) return type_error(a, key, "an object or null", v, err);
+  *out = v;
+  return 0;
+}
+
+static bool was_read(const cb_args *a, const char *key) {
+  if (strcmp(key, "type") == 0) return true;
+  for (int i = 0; i < a->n_read; i++)
+    if (strcmp(a->read[i], key) == 0) return true;
+  return false;
+}
+
+int cb_args_finish(const cb_args *a, cb_error *err) {
+  const char *key;
+  json_t *v;
+  json_object_foreach(a->cfg, key, v) {
+    if (was_read(a, key)) continue;
+    const char *hint = cb_closest_name(key, a->read, a->n_read);
+    const char *type = json_string_value(json_object_get(a->cfg, "type"));
+    char where[160] = "";
+    if (type) snprintf(where, sizeof where, " for type '%s'", type);
+    if (hint) return cb_args_fail(a, key, err, "unknown key%s (did you mean '%s'?)", where, hint);
+    return cb_args_fail(a, key, err, "unknown key%s", where);
+  }
+  return 0;
+}
+
+static int edit_distance(const char *s, const char *t) {
+  size_t n = strlen(s), m = strlen(t);
+  if (n > 63 || m > 63) return 99;
+  int row[64];
+  for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+  for (size_t i = 1; i <= n; i++) {
+    int diag = row[0];
+    row[0] = (int)i;
+    for (size_t j = 1; j <= m; j++) {
+      int up = row[j];
+      int cost = (s[i - 1] | 32) == (t[j - 1] | 32) ? 0 : 1;
+      int best = diag + cost;
+      if (up + 1 < best) best = up + 1;
+      if (row[j - 1] + 1 < best) best = row[j - 1] + 1;
+      row[j] = best;
+      diag = up;
+    }
+  }
+  return row[m];
+}
+
+const char *cb_closest_name(const char *word, const char *const *candidates, int n) {
+  const char *best = NULL;
+  int best_d = 99;
+  for (int i = 0; i < n; i++) {
+    int d = edit_distance(word, candidates[i]);
+    if (d < best_d) {
+      best_d = d;
+      best = candidates[i];
+    }
+  }
+  int limit = (int)strlen(word) / 3 + 1;
+  return best && best_d <= limit ? best : NULL;
+}
