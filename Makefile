@@ -4,6 +4,14 @@ PREFIX ?= /usr/local
 BUILD ?= build
 CC ?= cc
 PKGS := jansson openblas
+
+# Missing Debian packages are installed before anything reads pkg-config.
+ifeq ($(filter clean format,$(MAKECMDGOALS)),)
+DEPS_STATUS := $(shell tools/install-deps.sh --if-missing >&2; echo $$?)
+ifneq ($(DEPS_STATUS),0)
+$(error could not install the build dependencies; run tools/install-deps.sh as root)
+endif
+endif
 OPT ?= -O2
 CFLAGS ?= $(OPT) -g
 override CFLAGS += -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -Icore/include \
@@ -29,13 +37,14 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all test deps install lint format clean fixtures check-torch
-all: deps-ok $(LIB) $(CLI) $(PLUGINS)
+.PHONY: all test deps install lint format clean fixtures check-torch demo
+all: $(LIB) $(CLI) $(PLUGINS)
 
-# Installs missing packages (Debian) the first time a header is missing.
-.PHONY: deps-ok
-deps-ok:
-	@tools/install-deps.sh --if-missing
+# The main job: build ResNetV1c-50-D8 from its shipped config and run it.
+DEMO_CONFIG ?= configs/resnet/resnetv1c50_d8.json
+demo: all
+	@mkdir -p $(BUILD)/demo
+	$(CLI) run $(DEMO_CONFIG) --shape 1x3x512x512 --output $(BUILD)/demo/features.safetensors
 
 deps:
 	tools/install-deps.sh
