@@ -3,7 +3,7 @@
 PREFIX ?= /usr/local
 BUILD ?= build
 CC ?= cc
-PKGS := jansson openblas
+PKGS := jansson openblas libpng libjpeg
 
 # Missing Debian packages are installed before anything reads pkg-config.
 ifeq ($(filter clean format,$(MAKECMDGOALS)),)

@@ -14,5 +14,6 @@
 #include "cbrick/init.h"
 #include "cbrick/config.h"
 #include "cbrick/io.h"
+#include "cbrick/image.h"
 
 #endif
