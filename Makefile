@@ -107,10 +107,10 @@ fixtures:
 
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
-		--inline-suppr --std=c11 -Icore/include --suppress=missingIncludeSystem \
-		core registry plugins backbones tests
-	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) -- -std=gnu11 -Icore/include \
-		$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+		--inline-suppr --std=c11 -Icore/include --library=tools/lint/cppcheck.cfg \
+		--suppress=missingIncludeSystem core registry plugins backbones tests
+	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(wildcard plugins/*/*.c backbones/*/*.c) \
+		-- -std=gnu11 -Icore/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 
 format:
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) core/include/*.h core/include/cbrick/*.h

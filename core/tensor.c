@@ -42,7 +42,7 @@ static int check_shape(cb_dtype dtype, int ndim, const int64_t *shape, int64_t *
 }
 
 cb_tensor *cb_tensor_new(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err) {
-  int64_t bytes;
+  int64_t bytes = 0;
   if (check_shape(dtype, ndim, shape, &bytes, err)) return NULL;
   cb_tensor *t = calloc(1, sizeof *t);
   size_t padded = ((size_t)bytes + CB_ALIGN - 1) / CB_ALIGN * CB_ALIGN;

@@ -61,7 +61,9 @@ static int remember(const char *real, void *handle, cb_error *err) {
     return cb_fail(err, "plugin %s: out of memory", real);
   }
   loaded = grown;
-  loaded[n_loaded++] = (loaded_plugin){copy, handle};
+  loaded[n_loaded].path = copy;
+  loaded[n_loaded].handle = handle;
+  n_loaded++;
   return 0;
 }
 
@@ -140,7 +142,7 @@ static int load_folder(const char *dir, cb_error *err) {
     if (names[n]) n++;
   }
   closedir(d);
-  qsort(names, (size_t)n, sizeof *names, compare_names);
+  if (n > 1) qsort(names, (size_t)n, sizeof *names, compare_names);
   for (int i = 0; i < n; i++) {
     char path[2 * PATH_MAX];
     snprintf(path, sizeof path, "%s/%s", dir, names[i]);
@@ -230,11 +232,11 @@ int cb_plugin_custom_imports(json_t *config, const char *config_dir, cb_error *e
   const char *key;
   json_t *value;
   json_object_foreach(ci, key, value) {
-    if (strcmp(key, "imports") && strcmp(key, "allow_failed_imports"))
+    if (strcmp(key, "imports") != 0 && strcmp(key, "allow_failed_imports") != 0)
       return cb_fail(err, "custom_imports.%s: unknown key (expected imports, "
                           "allow_failed_imports)", key);
   }
-  bool allow_failed = allow && json_is_true(allow);
+  bool allow_failed = json_is_true(allow);
   if (json_is_string(imports)) return import_one(imports, 0, config_dir, allow_failed, err);
   if (!json_is_array(imports))
     return cb_fail(err, "custom_imports.imports: expected a string or a list of strings");
