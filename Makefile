@@ -13,10 +13,12 @@ $(error could not install the build dependencies; run tools/install-deps.sh as r
 endif
 endif
 OPT ?= -O2
+# SAN=-fsanitize=address,undefined builds and links everything instrumented.
+SAN ?=
 CFLAGS ?= $(OPT) -g
-override CFLAGS += -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -Icore/include \
+override CFLAGS += $(SAN) -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -Icore/include \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
-LIBS := $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lm -lpthread
+LIBS := $(SAN) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lm -lpthread
 
 LIB_SRC := $(wildcard core/*.c core/kernels/*.c registry/*.c)
 CLI_SRC := $(wildcard core/cli/*.c)
@@ -37,7 +39,7 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all test deps install lint format clean fixtures check-torch demo
+.PHONY: all test test-asan deps install lint format clean fixtures check-torch demo
 all: $(LIB) $(CLI) $(PLUGINS)
 
 # The main job: build ResNetV1c-50-D8 from its shipped config and run it.
@@ -80,7 +82,7 @@ $(foreach d,$(PLUGIN_DIRS),$(eval $(call plugin_dir_rule,$(d))))
 # public headers only, without linking libcbrick.
 $(BUILD)/tests/plugins/%.so: tests/plugins/%.c
 	@mkdir -p $(dir $@)
-	$(CC) $(CFLAGS) -shared -o $@ $<
+	$(CC) $(CFLAGS) -shared -o $@ $< $(SAN)
 
 $(TESTS): $(TEST_OBJ) $(LIB)
 	@mkdir -p $(dir $@)
@@ -88,8 +90,13 @@ $(TESTS): $(TEST_OBJ) $(LIB)
 		-Wl,-rpath,'$$ORIGIN/../lib'
 
 test: all $(TESTS) $(TEST_PLUGINS)
-	$(TESTS) --jobs 2
+	CBRICK_BUILD=$(BUILD) $(TESTS) --jobs 2
 	tests/cli.sh $(BUILD)
+
+# The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
+ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
+test-asan:
+	$(MAKE) BUILD=build-asan OPT=-O1 SAN="$(ASAN_FLAGS)" test
 
 install: all
 	install -d $(DESTDIR)$(PREFIX)/lib/cbrick/plugins $(DESTDIR)$(PREFIX)/bin \
@@ -116,6 +123,6 @@ format:
 	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) core/include/*.h core/include/cbrick/*.h
 
 clean:
-	rm -rf $(BUILD)
+	rm -rf $(BUILD) build-asan
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
