@@ -1,0 +1,158 @@
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include "cbrick.h"
+
+#define POOL_MAX_SIZE (1 << 20)
+
+/* A value given as an int (scalar, printed "3") or as [h, w] (printed "(3, 3)"). */
+typedef struct pool_value {
+  int h, w;
+  bool scalar;
+} pool_value;
+
+typedef struct pool_impl {
+  bool is_max;
+  pool_value kernel, stride, padding, dilation;
+  bool ceil_mode, count_include_pad;
+} pool_impl;
+
+static int read_value(cb_args *a, const char *key, const pool_value *def, int min, pool_value *out,
+                      cb_error *err) {
+  long long v[2];
+  int n;
+  json_t *j = json_object_get(cb_args_json(a), key);
+  if (j && !json_is_null(j) && !json_is_integer(j) && !json_is_array(j)) {
+    cb_args_value(a, key);
+    return cb_args_fail(a, key, err, "expected an integer or [h, w], found %s",
+                        json_is_string(j)    ? "a string"
+                        : json_is_boolean(j) ? "a boolean"
+                        : json_is_real(j)    ? "a non-integer number"
+                                             : "an object");
+  }
+  if (cb_args_int_list(a, key, NULL, 0, v, 2, &n, err)) return -1;
+  if (n == 0 && (!j || json_is_null(j))) {
+    *out = *def;
+    return 0;
+  }
+  if (n == 0 || (n == 1 && json_is_array(j)))
+    return cb_args_fail(a, key, err, "expected an integer or [h, w], found a list of %d items", n);
+  if (n == 1) v[1] = v[0];
+  for (int i = 0; i < 2; i++)
+    if (v[i] < min || v[i] > POOL_MAX_SIZE)
+      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, POOL_MAX_SIZE,
+                          v[i]);
+  *out = (pool_value){(int)v[0], (int)v[1], n == 1};
+  return 0;
+}
+
+static int read_common(cb_args *a, pool_impl *p, cb_error *err) {
+  const pool_value zero = {0, 0, true};
+  if (!cb_args_has(a, "kernel_size")) return cb_args_fail(a, "kernel_size", err, "is required");
+  if (read_value(a, "kernel_size", &zero, 1, &p->kernel, err) ||
+      read_value(a, "stride", &p->kernel, 1, &p->stride, err) ||
+      read_value(a, "padding", &zero, 0, &p->padding, err))
+    return -1;
+  if (p->padding.h > p->kernel.h / 2 || p->padding.w > p->kernel.w / 2)
+    return cb_args_fail(a, "padding", err, "must be at most half of kernel_size, found %dx%d",
+                        p->padding.h, p->padding.w);
+  return cb_args_bool(a, "ceil_mode", false, &p->ceil_mode, err);
+}
+
+static int read_max_args(cb_args *a, pool_impl *p, cb_error *err) {
+  const pool_value one = {1, 1, true};
+  bool return_indices;
+  p->is_max = true;
+  if (read_common(a, p, err) || read_value(a, "dilation", &one, 1, &p->dilation, err) ||
+      cb_args_bool(a, "return_indices", false, &return_indices, err))
+    return -1;
+  if (return_indices)
+    return cb_args_fail(a, "return_indices", err, "true is not supported (one output only)");
+  return 0;
+}
+
+static int read_avg_args(cb_args *a, pool_impl *p, cb_error *err) {
+  p->dilation = (pool_value){1, 1, true};
+  if (read_common(a, p, err) ||
+      cb_args_bool(a, "count_include_pad", true, &p->count_include_pad, err))
+    return -1;
+  json_t *divisor = cb_args_value(a, "divisor_override");
+  if (divisor && !json_is_null(divisor))
+    return cb_args_fail(a, "divisor_override", err, "is not supported (only null)");
+  return 0;
+}
+
+static cb_tensor *pool_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
+  const pool_impl *p = m->impl;
+  const cb_pool2d_params params = {p->kernel.h,  p->kernel.w,         p->stride.h,   p->stride.w,
+                                   p->padding.h, p->padding.w,        p->dilation.h, p->dilation.w,
+                                   p->ceil_mode, p->count_include_pad};
+  return p->is_max ? cb_max_pool2d(x, &params, err) : cb_avg_pool2d(x, &params, err);
+}
+
+static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) CB_PRINTF(4, 5);
+static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) {
+  if (len >= cap) return len;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf + len, cap - len, fmt, ap);
+  va_end(ap);
+  return n < 0 ? len : len + (size_t)n;
+}
+
+static size_t append_value(char *buf, size_t cap, size_t len, const char *key, pool_value v) {
+  if (v.scalar) return appendf(buf, cap, len, "%s%s=%d", len ? ", " : "", key, v.h);
+  return appendf(buf, cap, len, "%s%s=(%d, %d)", len ? ", " : "", key, v.h, v.w);
+}
+
+static void pool_extra_repr(const cb_module *m, char *buf, size_t cap) {
+  const pool_impl *p = m->impl;
+  if (cap) buf[0] = '\0';
+  size_t len = append_value(buf, cap, 0, "kernel_size", p->kernel);
+  len = append_value(buf, cap, len, "stride", p->stride);
+  len = append_value(buf, cap, len, "padding", p->padding);
+  if (!p->is_max) return;
+  len = append_value(buf, cap, len, "dilation", p->dilation);
+  appendf(buf, cap, len, ", ceil_mode=%s", p->ceil_mode ? "True" : "False");
+}
+
+static const cb_module_ops max_pool_ops = {
+    .kind = "MaxPool2d",
+    .bases = (const char *const[]){"_MaxPoolNd", NULL},
+    .forward = pool_forward,
+    .extra_repr = pool_extra_repr,
+};
+
+static const cb_module_ops avg_pool_ops = {
+    .kind = "AvgPool2d",
+    .bases = (const char *const[]){"_AvgPoolNd", NULL},
+    .forward = pool_forward,
+    .extra_repr = pool_extra_repr,
+};
+
+static cb_module *build_pool(cb_args *args, bool is_max, cb_error *err) {
+  pool_impl *p = calloc(1, sizeof *p);
+  if (!p) {
+    cb_fail(err, "%s: out of memory", cb_args_path(args));
+    return NULL;
+  }
+  int rc = is_max ? read_max_args(args, p, err) : read_avg_args(args, p, err);
+  cb_module *m = rc ? NULL : cb_module_new(is_max ? &max_pool_ops : &avg_pool_ops, p, err);
+  if (!m) free(p);
+  return m;
+}
+
+static cb_module *build_max_pool(cb_args *args, cb_error *err) {
+  return build_pool(args, true, err);
+}
+static cb_module *build_avg_pool(cb_args *args, cb_error *err) {
+  return build_pool(args, false, err);
+}
+
+static const cb_plugin_entry entries[] = {
+    {"POOLING_LAYERS", "MaxPool2d", build_max_pool, "max_pool2d"},
+    {"POOLING_LAYERS", "AvgPool2d", build_avg_pool, "avg_pool2d"},
+    {NULL},
+};
+
+CB_PLUGIN("pooling", "2-D max and average pooling", entries);
