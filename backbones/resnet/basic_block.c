@@ -1,0 +1,58 @@
+/* BasicBlock: conv3x3 - norm - relu - conv3x3 - norm, plus the identity, relu. */
+#include "resnet.h"
+
+static cb_tensor *basic_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
+  res_block *b = m->impl;
+  cb_tensor *out = cb_module_forward(cb_module_child(m, "conv1"), x, err);
+  out = block_run(m, b->norm[0], out, err);
+  if (out) cb_relu_inplace(out);
+  out = block_run_plugins(m, AFTER_CONV1, out, err);
+  out = block_run(m, "conv2", out, err);
+  out = block_run(m, b->norm[1], out, err);
+  out = block_run_plugins(m, AFTER_CONV2, out, err);
+  return block_finish(m, out, x, err);
+}
+
+static const cb_module_ops basic_ops = {
+    .kind = "BasicBlock",
+    .forward = basic_forward,
+    .init_weights = block_init_weights,
+};
+
+/* conv2 is never dilated (as upstream); with dcn it is built from the dcn config. */
+static int add_layers(cb_module *m, const block_spec *s, char (*paths)[512], cb_error *err) {
+  const resnet_cfg *cfg = s->cfg;
+  cb_conv_spec c1 = {s->inplanes, s->planes, 3, s->stride, s->dilation, s->dilation, 1, false};
+  cb_conv_spec c2 = {s->planes, s->planes, 3, 1, 1, 1, 1, false};
+  if (s->dcn && cfg->conv_cfg)
+    return cb_fail(err, "%s: must be null when dcn is used (conv_cfg must be None for DCN)",
+                   paths[0]);
+  if (block_add_conv(m, cfg->conv_cfg, paths[0], "conv1", &c1, err)) return -1;
+  if (block_add_norm(m, cfg, paths[1], s->planes, 1, err)) return -1;
+  if (block_add_conv(m, s->dcn ? s->dcn : cfg->conv_cfg, s->dcn ? paths[2] : paths[0], "conv2", &c2,
+                     err))
+    return -1;
+  if (block_add_norm(m, cfg, paths[1], s->planes, 2, err)) return -1;
+  return block_add_relu(m, cfg->path, err);
+}
+
+cb_module *basic_block_new(const block_spec *spec, cb_module *downsample, const char *path,
+                           cb_error *err) {
+  char paths[3][512];
+  snprintf(paths[0], sizeof paths[0], "%s.conv_cfg", path);
+  snprintf(paths[1], sizeof paths[1], "%s.norm_cfg", path);
+  snprintf(paths[2], sizeof paths[2], "%s.dcn", path);
+  cb_module *m = block_module_new(&basic_ops, BLOCK_BASIC, spec->zero_init, err);
+  if (!m || add_layers(m, spec, paths, err)) {
+    cb_module_free(downsample);
+    cb_module_free(m);
+    return NULL;
+  }
+  if ((downsample && cb_module_add_child(m, "downsample", downsample, err)) ||
+      block_add_plugins(m, spec, AFTER_CONV1, spec->planes, path, err) ||
+      block_add_plugins(m, spec, AFTER_CONV2, spec->planes, path, err)) {
+    cb_module_free(m);
+    return NULL;
+  }
+  return m;
+}

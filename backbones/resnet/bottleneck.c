@@ -1,0 +1,67 @@
+/* Bottleneck: conv1x1 - conv3x3 - conv1x1 (x4 channels), each with a norm; the stride sits on
+ * the 3x3 conv ("pytorch") or on the first 1x1 conv ("caffe"). */
+#include "resnet.h"
+
+static cb_tensor *bottleneck_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
+  res_block *b = m->impl;
+  cb_tensor *out = cb_module_forward(cb_module_child(m, "conv1"), x, err);
+  out = block_run(m, b->norm[0], out, err);
+  if (out) cb_relu_inplace(out);
+  out = block_run_plugins(m, AFTER_CONV1, out, err);
+  out = block_run(m, "conv2", out, err);
+  out = block_run(m, b->norm[1], out, err);
+  if (out) cb_relu_inplace(out);
+  out = block_run_plugins(m, AFTER_CONV2, out, err);
+  out = block_run(m, "conv3", out, err);
+  out = block_run(m, b->norm[2], out, err);
+  out = block_run_plugins(m, AFTER_CONV3, out, err);
+  return block_finish(m, out, x, err);
+}
+
+static const cb_module_ops bottleneck_ops = {
+    .kind = "Bottleneck",
+    .forward = bottleneck_forward,
+    .init_weights = block_init_weights,
+};
+
+static int add_layers(cb_module *m, const block_spec *s, char (*paths)[512], cb_error *err) {
+  const resnet_cfg *cfg = s->cfg;
+  int conv1_stride = cfg->caffe ? s->stride : 1, conv2_stride = cfg->caffe ? 1 : s->stride;
+  cb_conv_spec c1 = {s->inplanes, s->planes, 1, conv1_stride, 0, 1, 1, false};
+  cb_conv_spec c2 = {s->planes, s->planes, 3, conv2_stride, s->dilation, s->dilation, 1, false};
+  cb_conv_spec c3 = {s->planes, s->planes * 4, 1, 1, 0, 1, 1, false};
+  if (s->dcn && cfg->conv_cfg)
+    return cb_fail(err, "%s: must be null when dcn is used (conv_cfg must be None for DCN)",
+                   paths[0]);
+  if (block_add_conv(m, cfg->conv_cfg, paths[0], "conv1", &c1, err)) return -1;
+  if (block_add_norm(m, cfg, paths[1], s->planes, 1, err)) return -1;
+  if (block_add_conv(m, s->dcn ? s->dcn : cfg->conv_cfg, s->dcn ? paths[2] : paths[0], "conv2", &c2,
+                     err))
+    return -1;
+  if (block_add_norm(m, cfg, paths[1], s->planes, 2, err)) return -1;
+  if (block_add_conv(m, cfg->conv_cfg, paths[0], "conv3", &c3, err)) return -1;
+  if (block_add_norm(m, cfg, paths[1], s->planes * 4, 3, err)) return -1;
+  return block_add_relu(m, cfg->path, err);
+}
+
+cb_module *bottleneck_new(const block_spec *spec, cb_module *downsample, const char *path,
+                          cb_error *err) {
+  char paths[3][512];
+  snprintf(paths[0], sizeof paths[0], "%s.conv_cfg", path);
+  snprintf(paths[1], sizeof paths[1], "%s.norm_cfg", path);
+  snprintf(paths[2], sizeof paths[2], "%s.dcn", path);
+  cb_module *m = block_module_new(&bottleneck_ops, BLOCK_BOTTLENECK, spec->zero_init, err);
+  if (!m || add_layers(m, spec, paths, err)) {
+    cb_module_free(downsample);
+    cb_module_free(m);
+    return NULL;
+  }
+  if ((downsample && cb_module_add_child(m, "downsample", downsample, err)) ||
+      block_add_plugins(m, spec, AFTER_CONV1, spec->planes, path, err) ||
+      block_add_plugins(m, spec, AFTER_CONV2, spec->planes, path, err) ||
+      block_add_plugins(m, spec, AFTER_CONV3, spec->planes * 4, path, err)) {
+    cb_module_free(m);
+    return NULL;
+  }
+  return m;
+}

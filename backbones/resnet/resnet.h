@@ -1,0 +1,87 @@
+/* mmseg's ResNet backbone: shared declarations of the files of resnet.so. */
+#ifndef CBRICK_BACKBONES_RESNET_H
+#define CBRICK_BACKBONES_RESNET_H
+
+#include <cbrick.h>
+
+#define RESNET_MAX_STAGES 4
+#define RESNET_MAX_GRID 64
+#define RESNET_NAME 64
+#define RESNET_MAX_PLUGINS 16
+
+/* Everything mmseg's ResNet.__init__ takes, validated. JSON values are borrowed from the
+ * config being built. */
+typedef struct resnet_cfg {
+  const char *path; /* "model.backbone" */
+  int depth, in_channels, stem_channels, base_channels, num_stages;
+  int strides[RESNET_MAX_STAGES], dilations[RESNET_MAX_STAGES];
+  bool out_index[RESNET_MAX_STAGES];
+  bool caffe, deep_stem, avg_down, norm_eval, contract_dilation, with_cp, zero_init_residual;
+  int frozen_stages;
+  json_t *conv_cfg, *norm_cfg, *dcn, *plugins, *init_cfg;
+  bool stage_with_dcn[RESNET_MAX_STAGES];
+  int n_multi_grid; /* 0: no multi_grid */
+  int multi_grid[RESNET_MAX_GRID];
+  const char *pretrained;
+} resnet_cfg;
+
+/* Reads and checks the arguments. When norm_cfg is absent its default is created and
+ * returned in *owned_norm (the caller releases it with json_decref). */
+int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *err);
+
+/* Blocks per stage for a depth (arch_settings), or NULL for an unknown depth. */
+const int *resnet_stage_blocks(int depth);
+
+typedef enum block_type { BLOCK_BASIC, BLOCK_BOTTLENECK } block_type;
+
+typedef enum plugin_position { AFTER_CONV1, AFTER_CONV2, AFTER_CONV3, N_POSITIONS } plugin_position;
+
+/* One block's arguments as ResLayer passes them. */
+typedef struct block_spec {
+  const resnet_cfg *cfg;
+  int inplanes, planes, stride, dilation, stage;
+  json_t *dcn; /* this block's DCN conv config (no fallback_on_stride), or NULL */
+  bool zero_init;
+} block_spec;
+
+/* Block state shared by BasicBlock and Bottleneck. */
+typedef struct res_block {
+  block_type type;
+  char norm[3][RESNET_NAME];
+  int n_plugins[N_POSITIONS];
+  char plugins[N_POSITIONS][RESNET_MAX_PLUGINS][RESNET_NAME];
+  bool zero_init; /* the block's init_cfg: Constant 0 on its last norm */
+} res_block;
+
+int block_expansion(block_type type);
+/* Builds one block; takes ownership of downsample (may be NULL), also on failure. */
+cb_module *basic_block_new(const block_spec *spec, cb_module *downsample, const char *path,
+                           cb_error *err);
+cb_module *bottleneck_new(const block_spec *spec, cb_module *downsample, const char *path,
+                          cb_error *err);
+
+/* Block pieces (block.c). */
+cb_module *block_module_new(const cb_module_ops *ops, block_type type, bool zero_init,
+                            cb_error *err);
+int block_add_conv(cb_module *m, json_t *conv_cfg, const char *path, const char *name,
+                   const cb_conv_spec *spec, cb_error *err);
+int block_add_norm(cb_module *m, const resnet_cfg *cfg, const char *path, int channels, int index,
+                   cb_error *err);
+int block_add_relu(cb_module *m, const char *path, cb_error *err);
+int block_add_plugins(cb_module *m, const block_spec *spec, plugin_position pos, int channels,
+                      const char *path, cb_error *err);
+cb_tensor *block_run(cb_module *m, const char *child, cb_tensor *x, cb_error *err);
+cb_tensor *block_run_plugins(cb_module *m, plugin_position pos, cb_tensor *x, cb_error *err);
+cb_tensor *block_finish(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_error *err);
+int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err);
+
+/* ResLayer: a Sequential of blocks; dcn_used tracks the shared fallback_on_stride pop. */
+cb_module *res_layer_new(const resnet_cfg *cfg, block_type type, int stage, int inplanes,
+                         int num_blocks, bool *dcn_used, cb_error *err);
+
+/* The stem: conv1/norm1/relu children of m, or a "stem" Sequential; then "maxpool".
+ * Writes the norm child name into norm1_name. */
+int stem_add(cb_module *m, const resnet_cfg *cfg, char *norm1_name, size_t cap, cb_error *err);
+cb_module *build_relu(const char *path, cb_error *err);
+
+#endif
