@@ -1,0 +1,58 @@
+#ifndef CBRICK_CLI_H
+#define CBRICK_CLI_H
+
+#include <stdbool.h>
+#include <stdint.h>
+#include <cbrick.h>
+
+enum { CLI_OK = 0, CLI_FAIL = 1, CLI_USAGE = 2 };
+
+/* Options accepted anywhere on the command line. */
+typedef struct cli_globals {
+  const char **plugins;
+  int n_plugins;
+  bool quiet;
+} cli_globals;
+
+/* What config, build and run share: the config file and its overrides. */
+typedef struct cli_model_args {
+  const char *config;
+  const char **options;
+  int n_options;
+  uint64_t seed;
+} cli_model_args;
+
+/* "cbrick: <message>" on stderr; returns CLI_FAIL. */
+int cli_fail(const char *fmt, ...) CB_PRINTF(1, 2);
+/* "cbrick: <message>" and the usage line on stderr; returns CLI_USAGE. */
+int cli_usage_error(const char *usage, const char *fmt, ...) CB_PRINTF(2, 3);
+
+/* Parses the options every model command takes at argv[*i] (the config path,
+ * --cfg-options K=V..., --seed N). Returns 1 when consumed (advancing *i), 0 when
+ * argv[*i] is not one of them, a negative value after printing a usage error. */
+int cli_model_arg(cli_model_args *a, int argc, char **argv, int *i, const char *usage);
+/* Frees what cli_model_arg allocated. */
+void cli_model_args_free(cli_model_args *a);
+
+int cli_load_plugins(const cli_globals *g, cb_error *err);
+/* cb_config_load plus every --cfg-options item. */
+json_t *cli_load_config(const cli_model_args *a, cb_error *err);
+/* custom_imports, then model.backbone built and initialised with seed. */
+cb_module *cli_build_backbone(json_t *cfg, const cli_model_args *a, bool init, cb_error *err);
+/* Every output of m for x, whether m has one output or several. */
+int cli_forward(cb_module *m, const cb_tensor *x, cb_tensor_list *outs, cb_error *err);
+
+int cmd_list(int argc, char **argv, const cli_globals *g);
+int cmd_config(int argc, char **argv, const cli_globals *g);
+int cmd_build(int argc, char **argv, const cli_globals *g);
+int cmd_run(int argc, char **argv, const cli_globals *g);
+
+#define CLI_USAGE_LIST "cbrick list [REGISTRY]"
+#define CLI_USAGE_CONFIG "cbrick config CONFIG [--cfg-options K=V ...]"
+#define CLI_USAGE_BUILD "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N]"
+#define CLI_USAGE_RUN                                                                              \
+  "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors [--prefix P] "               \
+  "[--non-strict]] (--input X.npy | --shape NxCxHxW) [--output OUT.safetensors|OUT.npy] "          \
+  "[--train] [--seed N] [--save-weights W.safetensors]"
+
+#endif

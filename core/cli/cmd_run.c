@@ -1,0 +1,184 @@
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include "cli.h"
+
+typedef struct run_args {
+  cli_model_args model;
+  const char *weights, *prefix, *input, *shape, *output, *save_weights;
+  bool non_strict, train;
+} run_args;
+
+static bool ends_with(const char *s, const char *suffix) {
+  size_t n = strlen(s), k = strlen(suffix);
+  return n >= k && strcmp(s + n - k, suffix) == 0;
+}
+
+/* The option at argv[i] that takes a value, or NULL. */
+static const char **value_slot(run_args *r, const char *arg) {
+  if (strcmp(arg, "--weights") == 0) return &r->weights;
+  if (strcmp(arg, "--prefix") == 0) return &r->prefix;
+  if (strcmp(arg, "--input") == 0) return &r->input;
+  if (strcmp(arg, "--shape") == 0) return &r->shape;
+  if (strcmp(arg, "--output") == 0) return &r->output;
+  if (strcmp(arg, "--save-weights") == 0) return &r->save_weights;
+  return NULL;
+}
+
+static int check(const run_args *r) {
+  if (!r->model.config) return cli_usage_error(CLI_USAGE_RUN, "run: CONFIG is missing");
+  if (!r->input == !r->shape)
+    return cli_usage_error(CLI_USAGE_RUN, "run: give exactly one of --input and --shape");
+  if (!r->weights && (r->prefix || r->non_strict))
+    return cli_usage_error(CLI_USAGE_RUN, "run: --prefix and --non-strict need --weights");
+  if (r->output && !ends_with(r->output, ".safetensors") && !ends_with(r->output, ".npy"))
+    return cli_usage_error(CLI_USAGE_RUN, "run: --output must end in .safetensors or .npy");
+  return CLI_OK;
+}
+
+static int parse(run_args *r, int argc, char **argv) {
+  for (int i = 0; i < argc;) {
+    int used = cli_model_arg(&r->model, argc, argv, &i, CLI_USAGE_RUN);
+    if (used < 0) return CLI_USAGE;
+    if (used) continue;
+    const char **slot = value_slot(r, argv[i]);
+    if (slot) {
+      if (i + 1 >= argc) return cli_usage_error(CLI_USAGE_RUN, "%s needs a value", argv[i]);
+      *slot = argv[i + 1];
+      i += 2;
+    } else if (strcmp(argv[i], "--non-strict") == 0) {
+      r->non_strict = true, i++;
+    } else if (strcmp(argv[i], "--train") == 0) {
+      r->train = true, i++;
+    } else {
+      return cli_usage_error(CLI_USAGE_RUN, "run: unknown option '%s'", argv[i]);
+    }
+  }
+  return check(r);
+}
+
+static cb_tensor *make_input(const run_args *r, cb_error *err) {
+  if (r->input) return cb_npy_read(r->input, err);
+  int ndim;
+  int64_t dims[CB_MAX_DIMS];
+  if (cb_shape_parse(r->shape, &ndim, dims, err)) {
+    cb_error_prefix(err, "--shape: ");
+    return NULL;
+  }
+  cb_tensor *x = cb_tensor_new(CB_F32, ndim, dims, err);
+  if (!x) return NULL;
+  cb_rng rng;
+  cb_rng_seed(&rng, r->model.seed + 1);
+  float *p = cb_f32(x);
+  for (int64_t i = 0; i < cb_tensor_numel(x); i++)
+    p[i] = (float)cb_rng_normal(&rng);
+  return x;
+}
+
+static int load_weights(cb_module *m, const run_args *r, cb_error *err) {
+  cb_weights *w = cb_safetensors_read(r->weights, err);
+  if (!w) return -1;
+  int rc = cb_module_load_weights(m, w, r->prefix, !r->non_strict, stderr, err);
+  cb_weights_free(w);
+  return rc ? cb_error_prefix(err, "%s: ", r->weights) : 0;
+}
+
+static int save_weights(cb_module *m, const char *path, cb_error *err) {
+  cb_weights *w = cb_module_state_dict(m, err);
+  int rc = w ? cb_safetensors_write(path, w, NULL, err) : -1;
+  cb_weights_free(w);
+  return rc;
+}
+
+static void summarize(int i, const cb_tensor *t) {
+  int64_t n = cb_tensor_numel(t);
+  double sum = 0, sq = 0;
+  for (int64_t k = 0; k < n; k++)
+    sum += cb_f32(t)[k];
+  double mean = n ? sum / (double)n : 0;
+  for (int64_t k = 0; k < n; k++)
+    sq += (cb_f32(t)[k] - mean) * (cb_f32(t)[k] - mean);
+  char shape[128];
+  cb_shape_format(t->ndim, t->shape, shape, sizeof(shape));
+  printf("feat.%d: %s mean=%.6g std=%.6g\n", i, shape, mean,
+         n > 1 ? sqrt(sq / (double)(n - 1)) : 0.0);
+}
+
+static int write_npy(const char *path, const cb_tensor_list *outs, cb_error *err) {
+  if (outs->n == 1) return cb_npy_write(path, outs->items[0], err);
+  size_t stem = strlen(path) - strlen(".npy");
+  for (int i = 0; i < outs->n; i++) {
+    char *name = malloc(stem + 32);
+    if (!name) return cb_fail(err, "out of memory");
+    snprintf(name, stem + 32, "%.*s.%d.npy", (int)stem, path, i);
+    int rc = cb_npy_write(name, outs->items[i], err);
+    free(name);
+    if (rc) return -1;
+  }
+  return 0;
+}
+
+static int write_outputs(const char *path, const cb_tensor_list *outs, cb_error *err) {
+  if (ends_with(path, ".npy")) return write_npy(path, outs, err);
+  cb_weights *w = cb_weights_new(err);
+  if (!w) return -1;
+  int rc = 0;
+  for (int i = 0; rc == 0 && i < outs->n; i++) {
+    char name[32];
+    snprintf(name, sizeof(name), "feat.%d", i);
+    cb_tensor *t = cb_tensor_clone(outs->items[i], err);
+    rc = t ? cb_weights_add(w, name, t, err) : -1;
+  }
+  if (rc == 0) rc = cb_safetensors_write(path, w, NULL, err);
+  cb_weights_free(w);
+  return rc;
+}
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int forward(cb_module *m, const run_args *r, cb_error *err) {
+  cb_tensor *x = make_input(r, err);
+  if (!x) return -1;
+  cb_tensor_list outs = {0};
+  cb_module_train(m, r->train);
+  double start = now_ms();
+  int rc = cli_forward(m, x, &outs, err);
+  double ms = now_ms() - start;
+  if (rc) cb_error_prefix(err, "%s: forward: ", r->model.config);
+  for (int i = 0; rc == 0 && i < outs.n; i++)
+    summarize(i, outs.items[i]);
+  if (rc == 0) printf("forward: %.1f ms\n", ms);
+  if (rc == 0 && r->output) rc = write_outputs(r->output, &outs, err);
+  cb_tensor_list_clear(&outs);
+  cb_tensor_free(x);
+  return rc;
+}
+
+int cmd_run(int argc, char **argv, const cli_globals *g) {
+  run_args r = {0};
+  cb_error err = {0};
+  cb_module *m = NULL;
+  json_t *cfg = NULL;
+  int rc = parse(&r, argc, argv);
+  if (rc == CLI_OK) {
+    bool init = !r.weights || r.non_strict;
+    rc = CLI_FAIL;
+    if (cli_load_plugins(g, &err) == 0 && (cfg = cli_load_config(&r.model, &err)) &&
+        (m = cli_build_backbone(cfg, &r.model, init, &err)) &&
+        (!r.weights || load_weights(m, &r, &err) == 0) &&
+        (!r.save_weights || save_weights(m, r.save_weights, &err) == 0) &&
+        forward(m, &r, &err) == 0)
+      rc = CLI_OK;
+    if (rc != CLI_OK) cli_fail("%s", err.msg);
+  }
+  cb_module_free(m);
+  json_decref(cfg);
+  cli_model_args_free(&r.model);
+  return rc;
+}

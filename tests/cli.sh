@@ -1,0 +1,211 @@
+#!/usr/bin/env bash
+# Tests of the cbrick command-line tool: tests/cli.sh BUILD_DIR (run from the repository root).
+# Prints one line per failure and ends with "N passed, N failed".
+set -u
+
+BUILD=${1:-build}
+CBRICK="$BUILD/bin/cbrick"
+TMP=$(mktemp -d "${TMPDIR:-/tmp}/cbrick-cli.XXXXXX")
+trap 'rm -rf "$TMP"' EXIT
+passed=0
+failed=0
+OUT="$TMP/out"
+
+fail() {
+  failed=$((failed + 1))
+  echo "FAIL: $1"
+  [ -f "$OUT" ] && sed 's/^/    | /' "$OUT" | head -20
+}
+
+# expect NAME RC PATTERN CMD...: runs CMD (stdout and stderr into $OUT), wants exit status RC
+# and, unless PATTERN is empty, the fixed string PATTERN in the output.
+expect() {
+  local name=$1 want=$2 pattern=$3
+  shift 3
+  "$@" >"$OUT" 2>&1
+  local rc=$?
+  if [ "$rc" -ne "$want" ]; then
+    fail "$name: exit status $rc, expected $want"
+  elif [ -n "$pattern" ] && ! grep -qF -- "$pattern" "$OUT"; then
+    fail "$name: output lacks '$pattern'"
+  else
+    passed=$((passed + 1))
+  fi
+}
+
+# has NAME PATTERN: the last command's output contains PATTERN.
+has() {
+  if grep -qF -- "$2" "$OUT"; then passed=$((passed + 1)); else fail "$1: output lacks '$2'"; fi
+}
+
+# lacks NAME PATTERN: the last command's output does not contain PATTERN.
+lacks() {
+  if grep -qF -- "$2" "$OUT"; then fail "$1: output has '$2'"; else passed=$((passed + 1)); fi
+}
+
+ok() {
+  if eval "$2"; then passed=$((passed + 1)); else fail "$1: $2"; fi
+}
+
+# A .npy float32 array of zeros: npy FILE N C H W.
+npy_zeros() {
+  local header="{'descr': '<f4', 'fortran_order': False, 'shape': ($2, $3, $4, $5), }"
+  local len=$(((10 + ${#header} + 1 + 63) / 64 * 64 - 10))
+  {
+    printf '\x93NUMPY\x01\x00'
+    printf "\\x$(printf %02x $((len % 256)))\\x$(printf %02x $((len / 256)))"
+    printf '%s' "$header"
+    printf '%*s\n' $((len - ${#header} - 1)) ''
+    head -c $(($2 * $3 * $4 * $5 * 4)) /dev/zero
+  } >"$1"
+}
+
+if [ ! -x "$CBRICK" ]; then
+  echo "FAIL: $CBRICK is not built"
+  echo "0 passed, 1 failed"
+  exit 1
+fi
+
+cat >"$TMP/r18.json" <<'EOF'
+{"model": {"type": "EncoderDecoder",
+           "backbone": {"type": "ResNet", "depth": 18, "out_indices": [0, 1, 2, 3]}},
+ "note": 0.1}
+EOF
+cat >"$TMP/child.json" <<'EOF'
+{"_base_": "r18.json", "model": {"backbone": {"depth": 34}}}
+EOF
+cat >"$TMP/typo.json" <<'EOF'
+{"model": {"backbone": {"type": "ResNeet", "depth": 18}}}
+EOF
+cat >"$TMP/nobackbone.json" <<'EOF'
+{"model": {"type": "EncoderDecoder"}}
+EOF
+printf '{"model": {"backbone": {"type": "ResNet",, "depth": 18}}}\n' >"$TMP/bad.json"
+
+# --- usage ---
+expect "help" 0 "usage: cbrick" "$CBRICK" --help
+expect "no command" 2 "usage" "$CBRICK"
+expect "unknown command" 2 "unknown command 'frobnicate'" "$CBRICK" frobnicate
+expect "run without input" 2 "exactly one of --input and --shape" "$CBRICK" run "$TMP/r18.json"
+expect "run unknown option" 2 "unknown option '--bogus'" "$CBRICK" run "$TMP/r18.json" --bogus
+expect "cfg-options without values" 2 "--cfg-options needs" "$CBRICK" config "$TMP/r18.json" \
+  --cfg-options
+expect "bad seed" 2 "--seed" "$CBRICK" build "$TMP/r18.json" --seed x1
+expect "bad output extension" 2 ".safetensors or .npy" "$CBRICK" run "$TMP/r18.json" \
+  --shape 1x3x32x32 --output "$TMP/out.bin"
+
+# --- list ---
+expect "list" 0 "BACKBONES" "$CBRICK" list
+has "list names ResNet" "ResNet"
+has "list names providers" ".so"
+has "list shows CONV_LAYERS" "CONV_LAYERS"
+expect "list one registry (global option after)" 0 "ResNet" "$CBRICK" list BACKBONES --quiet
+lacks "list one registry" "CONV_LAYERS"
+if [ -f "$BUILD/tests/plugins/scale_layer.so" ]; then
+  expect "list with --plugin" 0 "scale_layer.so" "$CBRICK" list --plugin \
+    "$BUILD/tests/plugins/scale_layer.so"
+  has "list with --plugin names the type" "Scale"
+  expect "duplicate registration" 1 "already registered" "$CBRICK" \
+    --plugin "$BUILD/tests/plugins/duplicate_scale.so" list \
+    --plugin "$BUILD/tests/plugins/scale_layer.so"
+fi
+expect "list unknown registry" 1 "unknown registry 'NOPE'" "$CBRICK" list NOPE
+has "list unknown registry lists known ones" "BACKBONES"
+case "$(head -c 8 "$OUT")" in "cbrick: ") passed=$((passed + 1)) ;; *) fail "error prefix" ;; esac
+
+# --- config ---
+expect "config resolves _base_" 0 '"depth": 34' "$CBRICK" config "$TMP/child.json"
+has "config keeps base keys" '"out_indices"'
+has "config prints reals shortest" '"note": 0.1'
+expect "config options" 0 '"depth": 50' "$CBRICK" config "$TMP/r18.json" \
+  --cfg-options model.backbone.depth=50 model.backbone.norm_eval=True --cfg-options x.y=[1,2]
+has "config several options after one flag" '"norm_eval": true'
+has "config repeated flag" '"y": ['
+expect "config missing file" 1 "$TMP/missing.json" "$CBRICK" config "$TMP/missing.json"
+expect "config bad option" 1 "model.backbone.out_indices" "$CBRICK" config "$TMP/r18.json" \
+  --cfg-options model.backbone.out_indices.9=1
+expect "config bad JSON" 1 "bad.json" "$CBRICK" config "$TMP/bad.json"
+has "config bad JSON names the line" "bad.json:1:"
+
+# --- build ---
+expect "build with shape" 0 "feat.3: 1x512x2x2" "$CBRICK" build "$TMP/r18.json" --shape 1x3x64x64
+has "build prints the repr" "(layer1): ResLayer("
+has "build prints parameters" "parameters: 11176512"
+has "build prints every output" "feat.0: 1x64x16x16"
+expect "build options" 0 "parameters: 21284672" "$CBRICK" build "$TMP/r18.json" \
+  --cfg-options model.backbone.depth=34
+expect "build without backbone" 1 "nobackbone.json: model.backbone: missing" "$CBRICK" build \
+  "$TMP/nobackbone.json"
+expect "unknown backbone type" 1 "typo.json" "$CBRICK" build "$TMP/typo.json"
+has "unknown backbone suggests" "ResNet"
+has "unknown backbone names the registry" "BACKBONES"
+expect "missing plugin file" 1 "$TMP/nope.so" "$CBRICK" --plugin "$TMP/nope.so" build \
+  "$TMP/r18.json"
+expect "missing config for build" 1 "missing.json" "$CBRICK" build "$TMP/missing.json"
+
+# --- run ---
+expect "run writes safetensors" 0 "feat.3: 1x512x2x2" "$CBRICK" run "$TMP/r18.json" \
+  --shape 1x3x64x64 --seed 3 --output "$TMP/out.safetensors" --save-weights "$TMP/w.safetensors"
+has "run prints mean and std" "mean="
+ok "run prints one line per output" "[ \$(grep -c '^feat\\.' '$OUT') -eq 4 ]"
+grep '^feat\.' "$OUT" >"$TMP/summary_init"
+ok "output file exists" "[ -s '$TMP/out.safetensors' ]"
+names=$(head -c 4096 "$TMP/out.safetensors" | grep -ao '"feat\.[0-9]"' | wc -l)
+ok "output holds four tensors" "[ $names -eq 4 ]"
+# 8-byte header length, then the header, then 4 * (64*16*16 + 128*8*8 + 256*4*4 + 512*2*2) bytes.
+hlen=$(od -An -t u8 -N 8 "$TMP/out.safetensors" | tr -d ' ')
+size=$(stat -c %s "$TMP/out.safetensors")
+ok "output size matches its header" "[ $size -eq $((8 + hlen + 4 * (16384 + 8192 + 4096 + 2048))) ]"
+ok "saved weights exist" "[ -s '$TMP/w.safetensors' ]"
+
+expect "run same seed is reproducible" 0 "feat.0" "$CBRICK" run "$TMP/r18.json" --shape 1x3x64x64 \
+  --seed 3
+ok "same seed, same outputs" "grep '^feat\\.' '$OUT' | cmp -s - '$TMP/summary_init'"
+expect "run another seed" 0 "feat.0" "$CBRICK" run "$TMP/r18.json" --shape 1x3x64x64 --seed 4
+ok "another seed, other outputs" "! grep '^feat\\.' '$OUT' | cmp -s - '$TMP/summary_init'"
+
+expect "run loads weights" 0 "feat.0" "$CBRICK" run "$TMP/r18.json" --shape 1x3x64x64 --seed 3 \
+  --weights "$TMP/w.safetensors"
+ok "loaded weights give the same outputs" "grep '^feat\\.' '$OUT' | cmp -s - '$TMP/summary_init'"
+expect "run weights strict refuses other depth" 1 "shape mismatch" "$CBRICK" run "$TMP/r18.json" \
+  --cfg-options model.backbone.depth=34 --shape 1x3x32x32 --weights "$TMP/w.safetensors"
+has "strict failure summary" "missing, 0 unexpected"
+has "strict failure names the weights" "w.safetensors"
+expect "run weights non-strict" 0 "missing key: layer1.2.conv1.weight" "$CBRICK" run \
+  "$TMP/r18.json" --cfg-options model.backbone.depth=34 --shape 1x3x32x32 \
+  --weights "$TMP/w.safetensors" --non-strict
+expect "run weights wrong prefix" 1 "prefix 'backbone.'" "$CBRICK" run "$TMP/r18.json" \
+  --shape 1x3x32x32 --weights "$TMP/w.safetensors" --prefix backbone.
+expect "run weights from a bad file" 1 "bad.json" "$CBRICK" run "$TMP/r18.json" \
+  --shape 1x3x32x32 --weights "$TMP/bad.json"
+
+npy_zeros "$TMP/x.npy" 1 3 32 32
+expect "run npy input, npy outputs" 0 "feat.3: 1x512x1x1" "$CBRICK" run "$TMP/r18.json" \
+  --input "$TMP/x.npy" --output "$TMP/y.npy"
+ok "one npy per output" "[ -s '$TMP/y.0.npy' ] && [ -s '$TMP/y.3.npy' ] && [ ! -e '$TMP/y.npy' ]"
+expect "run single output npy" 0 "feat.0: 1x512x1x1" "$CBRICK" run "$TMP/r18.json" \
+  --input "$TMP/x.npy" --cfg-options "model.backbone.out_indices=(3,)" --output "$TMP/z.npy"
+ok "single output writes OUT.npy" "[ -s '$TMP/z.npy' ] && [ ! -e '$TMP/z.0.npy' ]"
+expect "run train mode" 0 "feat.0" "$CBRICK" run "$TMP/r18.json" --shape 2x3x32x32 --train
+expect "channel mismatch" 1 "channels" "$CBRICK" run "$TMP/r18.json" --shape 1x4x32x32
+has "channel mismatch names the config" "r18.json"
+npy_zeros "$TMP/x4.npy" 1 4 16 16
+expect "channel mismatch from npy" 1 "channels" "$CBRICK" run "$TMP/r18.json" --input "$TMP/x4.npy"
+expect "run bad npy" 1 "r18.json" "$CBRICK" run "$TMP/r18.json" --input "$TMP/r18.json"
+has "run bad npy says why" "bad magic"
+expect "run bad shape" 1 "--shape" "$CBRICK" run "$TMP/r18.json" --shape 1xAx3
+
+# --- shipped configs: each resolves and builds ---
+shipped=0
+while IFS= read -r cfg; do
+  shipped=$((shipped + 1))
+  expect "config $cfg" 0 "" "$CBRICK" config "$cfg"
+  if grep -qF '"backbone"' "$OUT"; then
+    expect "build $cfg" 0 "parameters: " "$CBRICK" --quiet build "$cfg"
+    expect "run $cfg" 0 "forward: " "$CBRICK" --quiet run "$cfg" --shape 1x3x32x32
+  fi
+done < <(find configs -name '*.json' -not -path '*/_base_/*' 2>/dev/null | sort)
+[ "$shipped" -eq 0 ] && echo "note: no shipped configs found under configs/"
+
+echo "$passed passed, $failed failed"
+[ "$failed" -eq 0 ]
