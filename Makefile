@@ -43,10 +43,11 @@ TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 all: $(LIB) $(CLI) $(PLUGINS)
 
 # The main job: build ResNetV1c-50-D8 from its shipped config and run it.
-DEMO_CONFIG ?= configs/resnet/resnetv1c50_d8.json
+DEMO_CONFIG ?= configs/resnet/resnet50_v1c_d8.json
 demo: all
 	@mkdir -p $(BUILD)/demo
-	$(CLI) run $(DEMO_CONFIG) --shape 1x3x512x512 --output $(BUILD)/demo/features.safetensors
+	$(CLI) run $(DEMO_CONFIG) --image tests/data/images/scene.png --resize 512x512 \
+		--output $(BUILD)/demo/features.safetensors --viz $(BUILD)/demo
 
 deps:
 	tools/install-deps.sh
@@ -126,3 +127,4 @@ clean:
 	rm -rf $(BUILD) build-asan
 
 -include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+.SECONDARY:

@@ -49,7 +49,9 @@ static int check_new_name(const cb_module *m, const char *name, cb_error *err) {
 }
 
 int cb_module_add_child(cb_module *m, const char *name, cb_module *child, cb_error *err) {
-  if (!child) return cb_fail(err, "%s: child '%s' is missing", m->ops->kind, name);
+  /* A NULL child is a failed build whose message is already in err. */
+  if (!child)
+    return err && err->failed ? -1 : cb_fail(err, "%s: child '%s' is missing", m->ops->kind, name);
   if (check_new_name(m, name, err)) {
     cb_module_free(child);
     return -1;
@@ -94,6 +96,11 @@ static cb_tensor *add_state(cb_module *m, const char *name, cb_dtype dtype, int 
 cb_tensor *cb_module_add_param(cb_module *m, const char *name, int ndim, const int64_t *shape,
                                cb_error *err) {
   return add_state(m, name, CB_F32, ndim, shape, false, err);
+}
+
+cb_tensor *cb_module_add_param_typed(cb_module *m, const char *name, cb_dtype dtype, int ndim,
+                                     const int64_t *shape, cb_error *err) {
+  return add_state(m, name, dtype, ndim, shape, false, err);
 }
 
 cb_tensor *cb_module_add_buffer(cb_module *m, const char *name, cb_dtype dtype, int ndim,

@@ -86,7 +86,10 @@ printf '{"model": {"backbone": {"type": "ResNet",, "depth": 18}}}\n' >"$TMP/bad.
 expect "help" 0 "usage: cbrick" "$CBRICK" --help
 expect "no command" 2 "usage" "$CBRICK"
 expect "unknown command" 2 "unknown command 'frobnicate'" "$CBRICK" frobnicate
-expect "run without input" 2 "exactly one of --input and --shape" "$CBRICK" run "$TMP/r18.json"
+expect "run without input" 2 "exactly one of --input, --shape and --image" "$CBRICK" run \
+  "$TMP/r18.json"
+expect "resize without image" 2 "--resize and --pad need --image" "$CBRICK" run "$TMP/r18.json" \
+  --shape 1x3x8x8 --resize 8x8
 expect "run unknown option" 2 "unknown option '--bogus'" "$CBRICK" run "$TMP/r18.json" --bogus
 expect "cfg-options without values" 2 "--cfg-options needs" "$CBRICK" config "$TMP/r18.json" \
   --cfg-options
@@ -194,6 +197,21 @@ expect "channel mismatch from npy" 1 "channels" "$CBRICK" run "$TMP/r18.json" --
 expect "run bad npy" 1 "r18.json" "$CBRICK" run "$TMP/r18.json" --input "$TMP/r18.json"
 has "run bad npy says why" "bad magic"
 expect "run bad shape" 1 "--shape" "$CBRICK" run "$TMP/r18.json" --shape 1xAx3
+
+# --- pictures in, heat maps out ---
+expect "run on an image" 0 "feat.3: 1x2048x2x3" "$CBRICK" --quiet run configs/resnet/resnet50_v1b.json \
+  --image tests/data/images/scene.jpg --resize 48x80 --viz "$TMP/viz"
+ok "heat maps written" '[ -s "$TMP/viz/feat.0.png" ] && [ -s "$TMP/viz/feat.3.png" ]'
+expect "heat map is a picture" 0 "feat.0: 1x64x66x110" "$CBRICK" --quiet run \
+  configs/resnet/resnet18_v1b.json --image "$TMP/viz/feat.0.png"
+expect "padded image" 0 "feat.0: 1x256x16x16" "$CBRICK" --quiet run \
+  configs/resnet/resnet50_v1b.json --image tests/data/images/scene.png --resize 60x60 --pad 64x64
+expect "pad smaller than image" 1 "smaller than the image" "$CBRICK" run \
+  configs/resnet/resnet50_v1b.json --image tests/data/images/scene.png --pad 64x64
+expect "bad --resize" 1 "--resize: expected HxW" "$CBRICK" run configs/resnet/resnet50_v1b.json \
+  --image tests/data/images/scene.png --resize 1x2x3
+expect "image that is not one" 1 "not a PNG or JPEG file" "$CBRICK" run \
+  configs/resnet/resnet50_v1b.json --image Makefile
 
 # --- shipped configs: each resolves and builds ---
 shipped=0

@@ -52,7 +52,8 @@ int cmd_run(int argc, char **argv, const cli_globals *g);
 #define CLI_USAGE_BUILD "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N]"
 #define CLI_USAGE_RUN                                                                              \
   "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors [--prefix P] "               \
-  "[--non-strict]] (--input X.npy | --shape NxCxHxW) [--output OUT.safetensors|OUT.npy] "          \
-  "[--train] [--seed N] [--save-weights W.safetensors]"
+  "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "     \
+  "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] "                          \
+  "[--save-weights W.safetensors]"
 
 #endif

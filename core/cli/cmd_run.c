@@ -2,12 +2,14 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <time.h>
 #include "cli.h"
 
 typedef struct run_args {
   cli_model_args model;
   const char *weights, *prefix, *input, *shape, *output, *save_weights;
+  const char *image, *resize, *pad, *viz;
   bool non_strict, train;
 } run_args;
 
@@ -24,13 +26,19 @@ static const char **value_slot(run_args *r, const char *arg) {
   if (strcmp(arg, "--shape") == 0) return &r->shape;
   if (strcmp(arg, "--output") == 0) return &r->output;
   if (strcmp(arg, "--save-weights") == 0) return &r->save_weights;
+  if (strcmp(arg, "--image") == 0) return &r->image;
+  if (strcmp(arg, "--resize") == 0) return &r->resize;
+  if (strcmp(arg, "--pad") == 0) return &r->pad;
+  if (strcmp(arg, "--viz") == 0) return &r->viz;
   return NULL;
 }
 
 static int check(const run_args *r) {
   if (!r->model.config) return cli_usage_error(CLI_USAGE_RUN, "run: CONFIG is missing");
-  if (!r->input == !r->shape)
-    return cli_usage_error(CLI_USAGE_RUN, "run: give exactly one of --input and --shape");
+  if (!!r->input + !!r->shape + !!r->image != 1)
+    return cli_usage_error(CLI_USAGE_RUN, "run: give exactly one of --input, --shape and --image");
+  if (!r->image && (r->resize || r->pad))
+    return cli_usage_error(CLI_USAGE_RUN, "run: --resize and --pad need --image");
   if (!r->weights && (r->prefix || r->non_strict))
     return cli_usage_error(CLI_USAGE_RUN, "run: --prefix and --non-strict need --weights");
   if (r->output && !ends_with(r->output, ".safetensors") && !ends_with(r->output, ".npy"))
@@ -59,8 +67,46 @@ static int parse(run_args *r, int argc, char **argv) {
   return check(r);
 }
 
-static cb_tensor *make_input(const run_args *r, cb_error *err) {
+/* "HxW" into h, w. */
+static int parse_size(const char *option, const char *text, int64_t *h, int64_t *w,
+                      cb_error *err) {
+  int ndim;
+  int64_t dims[CB_MAX_DIMS];
+  if (cb_shape_parse(text, &ndim, dims, err)) return cb_error_prefix(err, "%s: ", option);
+  if (ndim != 2) return cb_fail(err, "%s: expected HxW, found '%s'", option, text);
+  *h = dims[0];
+  *w = dims[1];
+  return 0;
+}
+
+static cb_tensor *replace(cb_tensor *old, cb_tensor *new_tensor) {
+  cb_tensor_free(old);
+  return new_tensor;
+}
+
+/* mmseg's path: read (RGB), resize, flip to the model's channel order, normalise, pad. */
+static cb_tensor *image_input(const run_args *r, json_t *cfg, cb_error *err) {
+  cb_image_norm norm;
+  bool found;
+  int64_t h, w;
+  if (cb_image_norm_from_config(cfg, &norm, &found, err)) return NULL;
+  if (!found)
+    cb_warn("%s: no data_preprocessor or img_norm_cfg; feeding raw 0..255 RGB pixels",
+            r->model.config);
+  cb_tensor *x = cb_image_read(r->image, err);
+  if (x && r->resize)
+    x = parse_size("--resize", r->resize, &h, &w, err) ? replace(x, NULL)
+                                                       : replace(x, cb_resize_bilinear(x, h, w, err));
+  if (x && found) cb_image_normalize(x, &norm);
+  if (x && r->pad)
+    x = parse_size("--pad", r->pad, &h, &w, err) ? replace(x, NULL)
+                                                 : replace(x, cb_pad_to(x, h, w, norm.pad_val, err));
+  return x;
+}
+
+static cb_tensor *make_input(const run_args *r, json_t *cfg, cb_error *err) {
   if (r->input) return cb_npy_read(r->input, err);
+  if (r->image) return image_input(r, cfg, err);
   int ndim;
   int64_t dims[CB_MAX_DIMS];
   if (cb_shape_parse(r->shape, &ndim, dims, err)) {
@@ -142,8 +188,23 @@ static double now_ms(void) {
   return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
 }
 
-static int forward(cb_module *m, const run_args *r, cb_error *err) {
-  cb_tensor *x = make_input(r, err);
+static int write_heatmaps(const char *dir, const cb_tensor_list *outs, cb_error *err) {
+  if (mkdir(dir, 0777) != 0) {
+    struct stat st;
+    if (stat(dir, &st) != 0 || !S_ISDIR(st.st_mode))
+      return cb_fail(err, "--viz %s: cannot create the folder", dir);
+  }
+  for (int i = 0; i < outs->n; i++) {
+    char path[4096];
+    snprintf(path, sizeof path, "%s/feat.%d.png", dir, i);
+    if (cb_heatmap_write_png(outs->items[i], 0, 256, path, err)) return -1;
+    printf("heat map: %s\n", path);
+  }
+  return 0;
+}
+
+static int forward(cb_module *m, json_t *cfg, const run_args *r, cb_error *err) {
+  cb_tensor *x = make_input(r, cfg, err);
   if (!x) return -1;
   cb_tensor_list outs = {0};
   cb_module_train(m, r->train);
@@ -155,6 +216,7 @@ static int forward(cb_module *m, const run_args *r, cb_error *err) {
     summarize(i, outs.items[i]);
   if (rc == 0) printf("forward: %.1f ms\n", ms);
   if (rc == 0 && r->output) rc = write_outputs(r->output, &outs, err);
+  if (rc == 0 && r->viz) rc = write_heatmaps(r->viz, &outs, err);
   cb_tensor_list_clear(&outs);
   cb_tensor_free(x);
   return rc;
@@ -173,7 +235,7 @@ int cmd_run(int argc, char **argv, const cli_globals *g) {
         (m = cli_build_backbone(cfg, &r.model, init, &err)) &&
         (!r.weights || load_weights(m, &r, &err) == 0) &&
         (!r.save_weights || save_weights(m, r.save_weights, &err) == 0) &&
-        forward(m, &r, &err) == 0)
+        forward(m, cfg, &r, &err) == 0)
       rc = CLI_OK;
     if (rc != CLI_OK) cli_fail("%s", err.msg);
   }

@@ -60,6 +60,9 @@ CB_API int cb_module_add_child(cb_module *m, const char *name, cb_module *child,
 /* Float32 zero-filled parameter with requires_grad true; returns the tensor owned by m. */
 CB_API cb_tensor *cb_module_add_param(cb_module *m, const char *name, int ndim, const int64_t *shape,
                                       cb_error *err);
+/* A parameter of another dtype (uint8 maps, say); requires_grad true. */
+CB_API cb_tensor *cb_module_add_param_typed(cb_module *m, const char *name, cb_dtype dtype,
+                                            int ndim, const int64_t *shape, cb_error *err);
 CB_API cb_tensor *cb_module_add_buffer(cb_module *m, const char *name, cb_dtype dtype, int ndim,
                                        const int64_t *shape, cb_error *err);
 
