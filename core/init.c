@@ -4,6 +4,7 @@
 
 #include "cbrick/init.h"
 #include "cbrick/io.h"
+#include "cbrick/checkpoint.h"
 #include "cbrick/args.h"
 
 /* ---- random numbers: PCG32 (O'Neill), seeded as pcg32_srandom ---- */
@@ -304,11 +305,6 @@ static void apply_tree(const initializer *in, cb_module *m, bool whole, cb_rng *
   if (whole || matches_layer(in, m)) init_module(in, m, rng);
 }
 
-static bool ends_with(const char *s, const char *suffix) {
-  size_t n = strlen(s), k = strlen(suffix);
-  return n >= k && strcmp(s + n - k, suffix) == 0;
-}
-
 /* The checkpoint's tensors with `module.` stripped, or only the `prefix.` ones, stripped. */
 static cb_weights *select_keys(const cb_weights *w, const char *prefix, const char *path,
                                cb_error *err) {
@@ -335,10 +331,7 @@ static cb_weights *select_keys(const cb_weights *w, const char *prefix, const ch
 }
 
 static int load_pretrained(const initializer *in, cb_module *m, const char *path, cb_error *err) {
-  if (!ends_with(in->checkpoint, ".safetensors"))
-    return cb_fail(err, "%s.checkpoint: only .safetensors checkpoints are supported, found '%s'",
-                   path, in->checkpoint);
-  cb_weights *file = cb_safetensors_read(in->checkpoint, err);
+  cb_weights *file = cb_checkpoint_read(in->checkpoint, err);
   if (!file) return cb_error_prefix(err, "%s.checkpoint: ", path);
   cb_weights *w = select_keys(file, in->prefix, path, err);
   cb_weights_free(file);

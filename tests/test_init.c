@@ -207,7 +207,12 @@ Test(init, init_cfg_errors) {
       {"{\"type\": \"Normal\", \"override\": {\"name\": \"conv1\", \"std\": 2}}",
        "init_cfg.override: `override` needs a \"type\""},
       {"{\"type\": \"Pretrained\", \"checkpoint\": \"r18.pth\"}",
-       "only .safetensors checkpoints are supported"},
+       "init_cfg.checkpoint: r18.pth"},
+      {"{\"type\": \"Pretrained\", \"checkpoint\": \"tests/fixtures/pth/evil_os_system.pth\"}",
+       "refusing"},
+      {"{\"type\": \"Pretrained\", \"checkpoint\": \"tests/fixtures/pth/mmseg.pth\", "
+       "\"prefix\": \"neck\"}",
+       "init_cfg.prefix: no key of the checkpoint starts with 'neck.'"},
   };
   for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
     json_t *cfg = json_loads(cases[i].cfg, 0, NULL);

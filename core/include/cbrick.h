@@ -15,5 +15,6 @@
 #include "cbrick/config.h"
 #include "cbrick/io.h"
 #include "cbrick/image.h"
+#include "cbrick/checkpoint.h"
 
 #endif
