@@ -5,6 +5,7 @@
 #include <sys/stat.h>
 #include <unistd.h>
 #include "cbrick/checkpoint.h"
+#include "prefix.h"
 #include "pth.h"
 
 /* Pickle files written by torch.save before 1.6 start with PROTO 2 and the
@@ -111,7 +112,9 @@ static const char *without_module(const char *name, const char *unused) {
 
 CB_API cb_weights *cb_checkpoint_strip_prefix(const cb_weights *w, const char *prefix,
                                               cb_error *err) {
-  return copy_renamed(w, after_prefix, prefix ? prefix : "", err);
+  char dotted[512];
+  cb_prefix_with_dot(prefix, dotted, sizeof dotted);
+  return copy_renamed(w, after_prefix, dotted, err);
 }
 
 CB_API cb_weights *cb_checkpoint_strip_module(const cb_weights *w, cb_error *err) {

@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "cbrick/io.h"
+#include "prefix.h"
 
 /* load_state_dict in two passes: the first only checks (so a strict failure
  * leaves the module untouched), the second copies. */
@@ -117,7 +118,9 @@ static int count_unexpected(load_state *s, int *with_prefix) {
 
 CB_API int cb_module_load_weights(cb_module *m, const cb_weights *w, const char *prefix,
                                   bool strict, FILE *report, cb_error *err) {
-  load_state s = {.w = w, .prefix = prefix ? prefix : "", .report = report, .err = err};
+  char dotted[512];
+  cb_prefix_with_dot(prefix, dotted, sizeof dotted);
+  load_state s = {.w = w, .prefix = dotted, .report = report, .err = err};
   s.used = calloc((size_t)cb_weights_count(w) + 1, sizeof(bool));
   if (!s.used) return cb_fail(err, "out of memory");
   int with_prefix = 0, unexpected = 0;

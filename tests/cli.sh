@@ -213,6 +213,26 @@ expect "bad --resize" 1 "--resize: expected HxW" "$CBRICK" run configs/resnet/re
 expect "image that is not one" 1 "not a PNG or JPEG file" "$CBRICK" run \
   configs/resnet/resnet50_v1b.json --image Makefile
 
+# --- checkpoints: inspect and convert ---
+expect "inspect pth" 0 "backbone.layer1.0.conv1.weight" "$CBRICK" inspect tests/fixtures/pth/mmseg.pth
+has "inspect shows int64 scalars" "int64    scalar"
+expect "convert with prefix" 0 "15 tensors written" "$CBRICK" convert tests/fixtures/pth/mmseg.pth \
+  "$TMP/m.safetensors" --prefix backbone
+expect "inspect converted" 0 "source: tests/fixtures/pth/mmseg.pth" "$CBRICK" inspect "$TMP/m.safetensors"
+has "prefix stripped" "layer1.0.conv1.weight"
+lacks "no key keeps the prefix" "backbone."
+expect "convert unknown prefix" 1 "no key starts with the prefix 'neck'" "$CBRICK" convert \
+  tests/fixtures/pth/mmseg.pth "$TMP/n.safetensors" --prefix neck
+expect "convert strips module." 0 "written" "$CBRICK" convert tests/fixtures/pth/dataparallel.pth \
+  "$TMP/d.safetensors" --strip-module
+expect "hostile pickle refused" 1 "refusing to load global 'os.system'" "$CBRICK" inspect \
+  tests/fixtures/pth/evil_os_system.pth
+expect "convert needs .safetensors" 2 "OUT must end in .safetensors" "$CBRICK" convert \
+  tests/fixtures/pth/mmseg.pth "$TMP/x.pth"
+expect "weights from a checkpoint with foreign keys" 1 "missing" "$CBRICK" run \
+  configs/resnet/resnet18_v1b.json --shape 1x3x32x32 --weights tests/fixtures/pth/mmseg.pth \
+  --prefix backbone
+
 # --- shipped configs: each resolves and builds ---
 shipped=0
 while IFS= read -r cfg; do

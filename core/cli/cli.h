@@ -46,12 +46,16 @@ int cmd_list(int argc, char **argv, const cli_globals *g);
 int cmd_config(int argc, char **argv, const cli_globals *g);
 int cmd_build(int argc, char **argv, const cli_globals *g);
 int cmd_run(int argc, char **argv, const cli_globals *g);
+int cmd_convert(int argc, char **argv, const cli_globals *g);
+int cmd_inspect(int argc, char **argv, const cli_globals *g);
 
 #define CLI_USAGE_LIST "cbrick list [REGISTRY]"
 #define CLI_USAGE_CONFIG "cbrick config CONFIG [--cfg-options K=V ...]"
 #define CLI_USAGE_BUILD "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N]"
+#define CLI_USAGE_CONVERT "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--prefix P] [--strip-module]"
+#define CLI_USAGE_INSPECT "cbrick inspect FILE"
 #define CLI_USAGE_RUN                                                                              \
-  "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors [--prefix P] "               \
+  "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "               \
   "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "     \
   "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] "                          \
   "[--save-weights W.safetensors]"

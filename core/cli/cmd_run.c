@@ -124,7 +124,7 @@ static cb_tensor *make_input(const run_args *r, json_t *cfg, cb_error *err) {
 }
 
 static int load_weights(cb_module *m, const run_args *r, cb_error *err) {
-  cb_weights *w = cb_safetensors_read(r->weights, err);
+  cb_weights *w = cb_checkpoint_read(r->weights, err);
   if (!w) return -1;
   int rc = cb_module_load_weights(m, w, r->prefix, !r->non_strict, stderr, err);
   cb_weights_free(w);

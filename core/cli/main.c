@@ -25,6 +25,11 @@ static const char help_text[] =
     "      --output OUT.safetensors writes the outputs as feat.0, feat.1, ...;\n"
     "      --output OUT.npy writes OUT.npy for a single output, else OUT.0.npy, OUT.1.npy, ...\n"
     "      --save-weights W.safetensors writes the state dict used (before running).\n"
+    "  " CLI_USAGE_CONVERT "\n"
+    "      a PyTorch checkpoint's state dict as safetensors; --strip-module drops a leading\n"
+    "      'module.', --prefix keeps only the keys under it (stripped)\n"
+    "  " CLI_USAGE_INSPECT "\n"
+    "      keys, dtypes, shapes, byte sizes and metadata of a .pth or .safetensors file\n"
     "\n"
     "options (before or after the command):\n"
     "  --plugin FILE.so   load a plugin after the built-in ones (repeatable)\n"
@@ -40,9 +45,10 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"list", cmd_list}, {"config", cmd_config}, {"build", cmd_build}, {"run", cmd_run}};
+    {"list", cmd_list}, {"config", cmd_config}, {"build", cmd_build}, {"run", cmd_run},
+    {"convert", cmd_convert}, {"inspect", cmd_inspect}};
 
-static const char *usage_line = "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run ...";
+static const char *usage_line = "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run|convert|inspect ...";
 
 /* Moves the global options out of argv, leaving the command and its arguments in rest. */
 static int split_globals(int argc, char **argv, cli_globals *g, char **rest, int *n_rest,
@@ -72,7 +78,7 @@ static int dispatch(int argc, char **argv, const cli_globals *g, bool help) {
   }
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (strcmp(argv[0], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1, g);
-  return cli_usage_error(usage_line, "unknown command '%s' (commands: list, config, build, run)",
+  return cli_usage_error(usage_line, "unknown command '%s' (commands: list, config, build, run, convert, inspect)",
                          argv[0]);
 }
 
