@@ -109,6 +109,10 @@ install: all
 	install -m 644 core/include/cbrick/*.h $(DESTDIR)$(PREFIX)/include/cbrick/
 	sed -e 's|@PREFIX@|$(PREFIX)|' tools/cbrick.pc.in > $(DESTDIR)$(PREFIX)/lib/pkgconfig/cbrick.pc
 
+# Full-width comparison with PyTorch and torchvision (needs python3-torch; not part of `test`).
+check-torch: all
+	/usr/bin/python3 tools/check_torch.py $(BUILD)
+
 # Regenerates the golden fixtures with PyTorch (needs python3-torch).
 fixtures:
 	/usr/bin/python3 tools/fixtures/generate.py tests/fixtures
