@@ -111,6 +111,21 @@ if [ -f "$BUILD/tests/plugins/scale_layer.so" ]; then
   expect "duplicate registration" 1 "already registered" "$CBRICK" \
     --plugin "$BUILD/tests/plugins/duplicate_scale.so" list \
     --plugin "$BUILD/tests/plugins/scale_layer.so"
+  # An out-of-tree plugin named by custom_imports, inserted into every bottleneck.
+  mkdir -p "$TMP/own"
+  cp "$BUILD/tests/plugins/scale_layer.so" "$TMP/own/"
+  cat >"$TMP/own/scaled.json" <<JSON
+{"_base_": "$PWD/configs/resnet/resnet50_v1b.json",
+ "custom_imports": {"imports": ["scale_layer.so"], "allow_failed_imports": false},
+ "model": {"backbone": {"base_channels": 8, "stem_channels": 8,
+   "plugins": [{"cfg": {"type": "Scale", "init": 2.0}, "position": "after_conv3",
+                "stages": [false, true, true, true]}]}}}
+JSON
+  expect "custom_imports plugin in a model" 0 "(scale): Scale()" "$CBRICK" build \
+    "$TMP/own/scaled.json" --shape 1x3x32x32
+  ok "one Scale per block of stages 2-4" '[ "$(grep -c "(scale): Scale()" "$OUT")" -eq 13 ]'
+  expect "custom_imports plugin runs" 0 "feat.3: 1x256x1x1" "$CBRICK" --quiet run \
+    "$TMP/own/scaled.json" --shape 1x3x32x32
 fi
 expect "list unknown registry" 1 "unknown registry 'NOPE'" "$CBRICK" list NOPE
 has "list unknown registry lists known ones" "BACKBONES"
