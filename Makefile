@@ -39,7 +39,7 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all test test-asan deps install lint format clean fixtures check-torch demo
+.PHONY: all test test-sdk test-asan deps install lint format clean fixtures check-torch demo
 all: $(LIB) $(CLI) $(PLUGINS)
 
 # The main job: build ResNetV1c-50-D8 from its shipped config and run it.
@@ -93,6 +93,11 @@ $(TESTS): $(TEST_OBJ) $(LIB)
 test: all $(TESTS) $(TEST_PLUGINS)
 	CBRICK_BUILD=$(BUILD) $(TESTS) --jobs 2
 	tests/cli.sh $(BUILD)
+	tests/sdk.sh $(BUILD)
+
+# Installs the SDK into a temporary prefix and builds the examples against it.
+test-sdk: all
+	tests/sdk.sh $(BUILD)
 
 # The whole suite under AddressSanitizer and UndefinedBehaviorSanitizer.
 ASAN_FLAGS := -fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=all
@@ -120,12 +125,12 @@ fixtures:
 lint:
 	cppcheck --quiet --error-exitcode=1 --enable=warning,performance,portability \
 		--inline-suppr --std=c11 -Icore/include --library=tools/lint/cppcheck.cfg \
-		--suppress=missingIncludeSystem core registry plugins backbones tests
+		--suppress=missingIncludeSystem core registry plugins backbones tests examples
 	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(wildcard plugins/*/*.c backbones/*/*.c) \
 		-- -std=gnu11 -Icore/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
 
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) core/include/*.h core/include/cbrick/*.h
+	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) $(wildcard examples/*/*.c) core/include/*.h core/include/cbrick/*.h
 
 clean:
 	rm -rf $(BUILD) build-asan
