@@ -31,9 +31,11 @@ static int check_shape(cb_dtype dtype, int ndim, const int64_t *shape, int64_t *
                                      (long long)shape[i]);
     if (shape[i] > 0 && total > CB_MAX_TENSOR_BYTES / shape[i]) {
       char text[256];
+      double need = (double)cb_dtype_size(dtype);
+      for (int k = 0; k < ndim; k++) need *= (double)shape[k];
       cb_shape_format(ndim, shape, text, sizeof text);
-      return cb_fail(err, "tensor: shape %s is too large (limit %lld bytes)", text,
-                     (long long)CB_MAX_TENSOR_BYTES);
+      return cb_fail(err, "tensor: shape %s is too large: %.4g GiB, above the %lld GiB one tensor "
+                     "may hold", text, need / (1 << 30), (long long)(CB_MAX_TENSOR_BYTES >> 30));
     }
     total *= shape[i];
   }

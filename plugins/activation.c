@@ -17,13 +17,18 @@ static cb_tensor *relu_forward(cb_module *m, const cb_tensor *x, cb_error *err) 
   return y;
 }
 
+static int relu_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err) {
+  (void)m;
+  return cb_plan_relu(b, input, output, err);
+}
+
 static void relu_extra_repr(const cb_module *m, char *buf, size_t cap) {
   const relu_impl *r = m->impl;
   snprintf(buf, cap, "%s", r->inplace ? "inplace=True" : "");
 }
 
 static const cb_module_ops relu_ops = {
-    .kind = "ReLU", .forward = relu_forward, .extra_repr = relu_extra_repr};
+    .kind = "ReLU", .forward = relu_forward, .extra_repr = relu_extra_repr, .lower = relu_lower};
 
 static cb_module *build_relu(cb_args *args, cb_error *err) {
   relu_impl *r = calloc(1, sizeof *r);

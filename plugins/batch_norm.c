@@ -149,6 +149,28 @@ static cb_tensor *bn_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
   return y;
 }
 
+/* Eval mode with running statistics is a per-channel affine map; anything else runs as is. */
+static int bn_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err) {
+  const bn_impl *bn = m->impl;
+  if (m->training || !bn->track_running_stats || bn->variant == &bn_1d)
+    return cb_plan_opaque(b, m, input, output, err);
+  const float *w = bn->affine ? cb_f32(cb_module_param(m, "weight")->tensor) : NULL;
+  const float *bias = bn->affine ? cb_f32(cb_module_param(m, "bias")->tensor) : NULL;
+  const float *mean = cb_f32(cb_module_param(m, "running_mean")->tensor);
+  const float *var = cb_f32(cb_module_param(m, "running_var")->tensor);
+  float *scale = malloc((size_t)bn->num_features * 2 * sizeof *scale);
+  if (!scale) return cb_fail(err, "%s: out of memory", bn->variant->kind);
+  float *shift = scale + bn->num_features;
+  for (int c = 0; c < bn->num_features; c++) {
+    double alpha = 1.0 / sqrt((double)var[c] + bn->eps) * (w ? w[c] : 1.0);
+    scale[c] = (float)alpha;
+    shift[c] = (float)((bias ? bias[c] : 0.0) - mean[c] * alpha);
+  }
+  int rc = cb_plan_affine(b, input, scale, shift, bn->num_features, output, err);
+  free(scale);
+  return rc;
+}
+
 static void bn_extra_repr(const cb_module *m, char *buf, size_t cap) {
   const bn_impl *bn = m->impl;
   char eps[32], momentum[32];
@@ -164,11 +186,14 @@ static void bn_extra_repr(const cb_module *m, char *buf, size_t cap) {
 static const char *const bn_bases[] = {"_BatchNorm", NULL};
 
 static const cb_module_ops bn_2d_ops = {
-    .kind = "BatchNorm2d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr};
+    .kind = "BatchNorm2d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
+    .lower = bn_lower};
 static const cb_module_ops bn_1d_ops = {
-    .kind = "BatchNorm1d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr};
+    .kind = "BatchNorm1d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
+    .lower = bn_lower};
 static const cb_module_ops bn_sync_ops = {
-    .kind = "SyncBatchNorm", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr};
+    .kind = "SyncBatchNorm", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
+    .lower = bn_lower};
 
 static void fill(cb_tensor *t, float v) {
   for (int64_t i = 0; i < cb_tensor_numel(t); i++)

@@ -88,6 +88,15 @@ static cb_tensor *conv_forward(cb_module *m, const cb_tensor *x, cb_error *err) 
   return cb_conv2d(x, cb_module_param(m, "weight")->tensor, bias ? bias->tensor : NULL, &p, err);
 }
 
+static int conv_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err) {
+  const conv_impl *c = m->impl;
+  const cb_conv2d_params p = {c->stride.h,   c->stride.w,   c->padding.h, c->padding.w,
+                              c->dilation.h, c->dilation.w, c->groups};
+  cb_param *bias = c->bias ? cb_module_param(m, "bias") : NULL;
+  return cb_plan_conv(b, input, cb_module_param(m, "weight")->tensor, bias ? bias->tensor : NULL,
+                      &p, output, err);
+}
+
 static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) CB_PRINTF(4, 5);
 static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) {
   if (len >= cap) return len;
@@ -115,6 +124,7 @@ static const cb_module_ops conv_ops = {
     .bases = (const char *const[]){"_ConvNd", NULL},
     .forward = conv_forward,
     .extra_repr = conv_extra_repr,
+    .lower = conv_lower,
 };
 
 static cb_module *build_conv2d(cb_args *args, cb_error *err) {

@@ -90,6 +90,14 @@ static cb_tensor *pool_forward(cb_module *m, const cb_tensor *x, cb_error *err) 
   return p->is_max ? cb_max_pool2d(x, &params, err) : cb_avg_pool2d(x, &params, err);
 }
 
+static int pool_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err) {
+  const pool_impl *p = m->impl;
+  const cb_pool2d_params params = {p->kernel.h,  p->kernel.w,         p->stride.h,   p->stride.w,
+                                   p->padding.h, p->padding.w,        p->dilation.h, p->dilation.w,
+                                   p->ceil_mode, p->count_include_pad};
+  return cb_plan_pool(b, input, p->is_max, &params, output, err);
+}
+
 static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) CB_PRINTF(4, 5);
 static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) {
   if (len >= cap) return len;
@@ -121,6 +129,7 @@ static const cb_module_ops max_pool_ops = {
     .bases = (const char *const[]){"_MaxPoolNd", NULL},
     .forward = pool_forward,
     .extra_repr = pool_extra_repr,
+    .lower = pool_lower,
 };
 
 static const cb_module_ops avg_pool_ops = {
@@ -128,6 +137,7 @@ static const cb_module_ops avg_pool_ops = {
     .bases = (const char *const[]){"_AvgPoolNd", NULL},
     .forward = pool_forward,
     .extra_repr = pool_extra_repr,
+    .lower = pool_lower,
 };
 
 static cb_module *build_pool(cb_args *args, bool is_max, cb_error *err) {

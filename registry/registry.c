@@ -15,21 +15,35 @@ static int find_index(const char *registry, const char *type) {
   return -1;
 }
 
+/* Registry names are interned and live until cb_registry_clear, so a name handed to a
+ * cb_registry_foreach callback stays valid after the call, whatever other threads remove. */
+static char **names;
+static int n_names;
+
+static char *intern_locked(const char *registry) {
+  for (int i = 0; i < n_names; i++)
+    if (strcmp(names[i], registry) == 0) return names[i];
+  char **grown = realloc(names, (size_t)(n_names + 1) * sizeof *grown);
+  if (!grown) return NULL;
+  names = grown;
+  return (names[n_names] = strdup(registry)) ? names[n_names++] : NULL;
+}
+
 static void free_entry(cb_registry_entry *e) {
-  free(e->registry);
   free(e->type);
   free(e->abbr);
   free(e->provider);
 }
 
-static int fill_entry(cb_registry_entry *e, const char *registry, const char *type,
-                      cb_build_fn build, const char *abbr, const char *provider) {
-  e->registry = strdup(registry);
+/* registry must be interned. */
+static int fill_entry(cb_registry_entry *e, char *registry, const char *type, cb_build_fn build,
+                      const char *abbr, const char *provider) {
+  e->registry = registry;
   e->type = strdup(type);
   e->abbr = abbr ? strdup(abbr) : NULL;
   e->provider = strdup(provider ? provider : "<host>");
   e->build = build;
-  if (e->registry && e->type && e->provider && (!abbr || e->abbr)) return 0;
+  if (e->type && e->provider && (!abbr || e->abbr)) return 0;
   free_entry(e);
   return -1;
 }
@@ -41,7 +55,8 @@ static int add_locked(const char *registry, const char *type, cb_build_fn build,
     return cb_fail(err, "%s is already registered in %s by %s; %s cannot register it again",
                    type, registry, entries[at].provider, provider ? provider : "<host>");
   cb_registry_entry e;
-  if (fill_entry(&e, registry, type, build, abbr, provider))
+  char *name = intern_locked(registry);
+  if (!name || fill_entry(&e, name, type, build, abbr, provider))
     return cb_fail(err, "registry %s: out of memory registering %s", registry, type);
   if (at >= 0) {
     free_entry(&entries[at]);
@@ -88,6 +103,10 @@ void cb_registry_clear(void) {
   free(entries);
   entries = NULL;
   n_entries = 0;
+  for (int i = 0; i < n_names; i++) free(names[i]);
+  free(names);
+  names = NULL;
+  n_names = 0;
   pthread_rwlock_unlock(&lock);
 }
 
@@ -117,13 +136,29 @@ static int compare_entries(const void *a, const void *b) {
   return c ? c : strcmp(x->type, y->type);
 }
 
-/* A sorted snapshot, so callbacks may use the registry without deadlock. */
+static void snapshot_free(cb_registry_entry *list, int n) {
+  for (int i = 0; list && i < n; i++) free_entry(&list[i]);
+  free(list);
+}
+
+/* A sorted copy (types and providers duplicated, so that a provider removed meanwhile by
+ * another thread frees nothing the copy uses); callbacks may use the registry without
+ * deadlock. */
 static cb_registry_entry *snapshot(const char *registry, int *n) {
   pthread_rwlock_rdlock(&lock);
   cb_registry_entry *copy = malloc((size_t)(n_entries ? n_entries : 1) * sizeof *copy);
   int count = 0;
-  for (int i = 0; copy && i < n_entries; i++)
-    if (!registry || strcmp(entries[i].registry, registry) == 0) copy[count++] = entries[i];
+  for (int i = 0; copy && i < n_entries; i++) {
+    const cb_registry_entry *e = &entries[i];
+    if (registry && strcmp(e->registry, registry) != 0) continue;
+    if (fill_entry(&copy[count], e->registry, e->type, e->build, e->abbr, e->provider)) {
+      snapshot_free(copy, count);
+      copy = NULL;
+      count = 0;
+      break;
+    }
+    count++;
+  }
   pthread_rwlock_unlock(&lock);
   if (copy) qsort(copy, (size_t)count, sizeof *copy, compare_entries);
   *n = count;
@@ -136,7 +171,7 @@ int cb_registry_foreach(const char *registry, cb_registry_fn fn, void *ud) {
   int rc = 0;
   for (int i = 0; list && i < n && rc == 0; i++)
     rc = fn(list[i].registry, list[i].type, list[i].provider, ud);
-  free(list);
+  snapshot_free(list, n);
   return rc;
 }
 
@@ -156,5 +191,5 @@ void cb_registry_describe(const char *registry, const char *type, char *names, s
   const char *best = types ? cb_closest_name(type, types, n) : NULL;
   if (best) snprintf(closest, closest_cap, "%s", best);
   free(types);
-  free(list);
+  snapshot_free(list, n);
 }

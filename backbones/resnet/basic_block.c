@@ -13,10 +13,21 @@ static cb_tensor *basic_forward(cb_module *m, const cb_tensor *x, cb_error *err)
   return block_finish(m, out, x, err);
 }
 
+static int basic_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
+  int h;
+  if (block_lower(b, m, "conv1", x, &h, err) || block_lower_norm_relu(b, m, 0, true, h, &h, err) ||
+      block_lower_plugins(b, m, AFTER_CONV1, h, &h, err) ||
+      block_lower(b, m, "conv2", h, &h, err) || block_lower_norm_relu(b, m, 1, false, h, &h, err) ||
+      block_lower_plugins(b, m, AFTER_CONV2, h, &h, err))
+    return -1;
+  return block_lower_finish(b, m, h, x, output, err);
+}
+
 static const cb_module_ops basic_ops = {
     .kind = "BasicBlock",
     .forward = basic_forward,
     .init_weights = block_init_weights,
+    .lower = basic_lower,
 };
 
 /* conv2 is never dilated (as upstream); with dcn it is built from the dcn config. */

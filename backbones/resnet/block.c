@@ -160,3 +160,36 @@ int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err) {
     if (cb_module_init_weights(m->children[i], rng, err)) return -1;
   return 0;
 }
+
+int block_lower(cb_plan_builder *b, cb_module *m, const char *child, int in, int *out,
+                cb_error *err) {
+  return cb_plan_lower_child(b, m, child, in, out, err);
+}
+
+int block_lower_norm_relu(cb_plan_builder *b, cb_module *m, int index, bool relu, int in, int *out,
+                          cb_error *err) {
+  res_block *blk = m->impl;
+  if (block_lower(b, m, blk->norm[index], in, out, err)) return -1;
+  return relu ? cb_plan_relu(b, *out, out, err) : 0;
+}
+
+int block_lower_plugins(cb_plan_builder *b, cb_module *m, plugin_position pos, int in, int *out,
+                        cb_error *err) {
+  res_block *blk = m->impl;
+  *out = in;
+  for (int i = 0; i < blk->n_plugins[pos]; i++)
+    if (block_lower(b, m, blk->plugins[pos][i], *out, out, err)) return -1;
+  return 0;
+}
+
+/* relu(out + identity): the identity (or downsample) path comes after the main path, so the
+ * sum can be folded into the main path's last convolution or the downsample's. */
+int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *output,
+                       cb_error *err) {
+  int identity = x;
+  if (cb_module_child(m, "downsample") && block_lower(b, m, "downsample", x, &identity, err))
+    return -1;
+  int sum;
+  if (cb_plan_add(b, out, identity, &sum, err)) return -1;
+  return cb_plan_relu(b, sum, output, err);
+}

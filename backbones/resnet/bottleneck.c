@@ -18,10 +18,23 @@ static cb_tensor *bottleneck_forward(cb_module *m, const cb_tensor *x, cb_error 
   return block_finish(m, out, x, err);
 }
 
+static int bottleneck_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
+  int h;
+  if (block_lower(b, m, "conv1", x, &h, err) || block_lower_norm_relu(b, m, 0, true, h, &h, err) ||
+      block_lower_plugins(b, m, AFTER_CONV1, h, &h, err) ||
+      block_lower(b, m, "conv2", h, &h, err) || block_lower_norm_relu(b, m, 1, true, h, &h, err) ||
+      block_lower_plugins(b, m, AFTER_CONV2, h, &h, err) ||
+      block_lower(b, m, "conv3", h, &h, err) || block_lower_norm_relu(b, m, 2, false, h, &h, err) ||
+      block_lower_plugins(b, m, AFTER_CONV3, h, &h, err))
+    return -1;
+  return block_lower_finish(b, m, h, x, output, err);
+}
+
 static const cb_module_ops bottleneck_ops = {
     .kind = "Bottleneck",
     .forward = bottleneck_forward,
     .init_weights = block_init_weights,
+    .lower = bottleneck_lower,
 };
 
 static int add_layers(cb_module *m, const block_spec *s, char (*paths)[512], cb_error *err) {

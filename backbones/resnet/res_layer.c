@@ -12,12 +12,21 @@ static cb_tensor *res_layer_forward(cb_module *m, const cb_tensor *x, cb_error *
   return cur ? cur : cb_tensor_clone(x, err);
 }
 
+int res_layer_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err) {
+  int cur = input;
+  for (int i = 0; i < m->n_children; i++)
+    if (cb_plan_lower_child(b, m, m->child_names[i], cur, &cur, err)) return -1;
+  *output = cur;
+  return 0;
+}
+
 static const char *const res_layer_bases[] = {"Sequential", NULL};
 
 static const cb_module_ops res_layer_ops = {
     .kind = "ResLayer",
     .bases = res_layer_bases,
     .forward = res_layer_forward,
+    .lower = res_layer_lower,
 };
 
 static int add_indexed(cb_module *seq, cb_module *child, cb_error *err) {

@@ -144,6 +144,27 @@ static int resnet_init_weights(cb_module *m, cb_rng *rng, cb_error *err) {
   return rc;
 }
 
+/* Stem, max pool and stages; the out_indices stages are the plan's outputs. */
+static int resnet_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
+  resnet *r = m->impl;
+  int h;
+  if (r->deep_stem) {
+    if (cb_plan_lower_child(b, m, "stem", x, &h, err)) return -1;
+  } else if (cb_plan_lower_child(b, m, "conv1", x, &h, err) ||
+             cb_plan_lower_child(b, m, r->norm1, h, &h, err) || cb_plan_relu(b, h, &h, err)) {
+    return -1;
+  }
+  if (cb_plan_lower_child(b, m, "maxpool", h, &h, err)) return -1;
+  for (int i = 0; i < r->num_stages; i++) {
+    char name[16];
+    snprintf(name, sizeof name, "layer%d", i + 1);
+    if (cb_plan_lower_child(b, m, name, h, &h, err)) return -1;
+    if (r->out_index[i] && cb_plan_mark_output(b, h, err)) return -1;
+  }
+  *output = h;
+  return 0;
+}
+
 static const char *const resnet_bases[] = {"BaseModule", NULL};
 
 static const cb_module_ops resnet_ops = {
@@ -153,6 +174,7 @@ static const cb_module_ops resnet_ops = {
     .train = resnet_train,
     .init_weights = resnet_init_weights,
     .destroy = resnet_destroy,
+    .lower = resnet_lower,
 };
 
 static json_t *pretrained_init_cfg(const char *checkpoint) {

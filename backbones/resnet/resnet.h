@@ -75,6 +75,18 @@ cb_tensor *block_run_plugins(cb_module *m, plugin_position pos, cb_tensor *x, cb
 cb_tensor *block_finish(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_error *err);
 int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err);
 
+/* Plan lowering (block.c): child, child's norm + relu, plugins, and the residual end. */
+int block_lower(cb_plan_builder *b, cb_module *m, const char *child, int in, int *out,
+                cb_error *err);
+int block_lower_norm_relu(cb_plan_builder *b, cb_module *m, int index, bool relu, int in, int *out,
+                          cb_error *err);
+int block_lower_plugins(cb_plan_builder *b, cb_module *m, plugin_position pos, int in, int *out,
+                        cb_error *err);
+int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *output,
+                       cb_error *err);
+/* ResLayer and the ResNet stem / stages. */
+int res_layer_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err);
+
 /* ResLayer: a Sequential of blocks; dcn_used tracks the shared fallback_on_stride pop. */
 cb_module *res_layer_new(const resnet_cfg *cfg, block_type type, int stage, int inplanes,
                          int num_blocks, bool *dcn_used, cb_error *err);

@@ -41,11 +41,16 @@ json_t *cli_load_config(const cli_model_args *a, cb_error *err);
 cb_module *cli_build_backbone(json_t *cfg, const cli_model_args *a, bool init, cb_error *err);
 /* Every output of m for x, whether m has one output or several. */
 int cli_forward(cb_module *m, const cb_tensor *x, cb_tensor_list *outs, cb_error *err);
+/* The same through a compiled plan on threads ("N", or NULL for the default); a model whose
+ * root has no lower hook, or a non-NCHW input, runs the reference forward. */
+int cli_forward_plan(cb_module *m, const cb_tensor *x, const char *threads, cb_tensor_list *outs,
+                     cb_error *err);
 
 int cmd_list(int argc, char **argv, const cli_globals *g);
 int cmd_config(int argc, char **argv, const cli_globals *g);
 int cmd_build(int argc, char **argv, const cli_globals *g);
 int cmd_run(int argc, char **argv, const cli_globals *g);
+int cmd_bench(int argc, char **argv, const cli_globals *g);
 int cmd_convert(int argc, char **argv, const cli_globals *g);
 int cmd_inspect(int argc, char **argv, const cli_globals *g);
 
@@ -58,6 +63,10 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
   "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "               \
   "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "     \
   "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] "                          \
-  "[--save-weights W.safetensors]"
+  "[--save-weights W.safetensors] [--reference] [--threads N]"
+#define CLI_USAGE_BENCH                                                                            \
+  "cbrick bench CONFIG [--cfg-options K=V ...] [--weights W.safetensors] [--shape NxCxHxW] "       \
+  "[--threads N] [--iters K] [--warmup W] [--profile] [--json] [--reference] | cbrick bench "      \
+  "--peak [--threads N] [--json]"
 
 #endif

@@ -4,13 +4,16 @@
 #include <string.h>
 #include <sys/stat.h>
 #include <time.h>
+#include <cbrick/guard.h>
 #include "cli.h"
 
 typedef struct run_args {
   cli_model_args model;
   const char *weights, *prefix, *input, *shape, *output, *save_weights;
-  const char *image, *resize, *pad, *viz;
-  bool non_strict, train;
+  const char *image, *resize, *pad, *viz, *max_memory;
+  const char *threads;
+  bool non_strict, train, reference;
+  int64_t memory_limit;
 } run_args;
 
 static bool ends_with(const char *s, const char *suffix) {
@@ -30,10 +33,16 @@ static const char **value_slot(run_args *r, const char *arg) {
   if (strcmp(arg, "--resize") == 0) return &r->resize;
   if (strcmp(arg, "--pad") == 0) return &r->pad;
   if (strcmp(arg, "--viz") == 0) return &r->viz;
+  if (strcmp(arg, "--threads") == 0) return &r->threads;
+  if (strcmp(arg, "--max-memory") == 0) return &r->max_memory;
   return NULL;
 }
 
-static int check(const run_args *r) {
+static int check(run_args *r) {
+  cb_error err = {0};
+  r->memory_limit = cb_memory_default_limit();
+  if (r->max_memory && cb_memory_parse_size(r->max_memory, &r->memory_limit, &err))
+    return cli_usage_error(CLI_USAGE_RUN, "--max-memory: %s", err.msg);
   if (!r->model.config) return cli_usage_error(CLI_USAGE_RUN, "run: CONFIG is missing");
   if (!!r->input + !!r->shape + !!r->image != 1)
     return cli_usage_error(CLI_USAGE_RUN, "run: give exactly one of --input, --shape and --image");
@@ -60,6 +69,8 @@ static int parse(run_args *r, int argc, char **argv) {
       r->non_strict = true, i++;
     } else if (strcmp(argv[i], "--train") == 0) {
       r->train = true, i++;
+    } else if (strcmp(argv[i], "--reference") == 0) {
+      r->reference = true, i++;
     } else {
       return cli_usage_error(CLI_USAGE_RUN, "run: unknown option '%s'", argv[i]);
     }
@@ -104,15 +115,29 @@ static cb_tensor *image_input(const run_args *r, json_t *cfg, cb_error *err) {
   return x;
 }
 
-static cb_tensor *make_input(const run_args *r, json_t *cfg, cb_error *err) {
-  if (r->input) return cb_npy_read(r->input, err);
-  if (r->image) return image_input(r, cfg, err);
+static int guard(cb_module *m, const run_args *r, int ndim, const int64_t *shape, cb_error *err) {
+  int64_t need;
+  if (cb_memory_estimate(m, ndim, shape, &need, err))
+    return cb_error_prefix(err, "%s: forward: ", r->model.config);
+  return cb_memory_check(need, ndim, shape, r->memory_limit, "--max-memory", err);
+}
+
+static cb_tensor *checked_input(cb_module *m, const run_args *r, cb_tensor *x, cb_error *err) {
+  return x && guard(m, r, x->ndim, x->shape, err) ? replace(x, NULL) : x;
+}
+
+/* The input, refused before the forward (and, for --shape, before allocating it) when the
+ * forward's estimated memory exceeds --max-memory. */
+static cb_tensor *make_input(cb_module *m, const run_args *r, json_t *cfg, cb_error *err) {
+  if (r->input) return checked_input(m, r, cb_npy_read(r->input, err), err);
+  if (r->image) return checked_input(m, r, image_input(r, cfg, err), err);
   int ndim;
   int64_t dims[CB_MAX_DIMS];
   if (cb_shape_parse(r->shape, &ndim, dims, err)) {
     cb_error_prefix(err, "--shape: ");
     return NULL;
   }
+  if (guard(m, r, ndim, dims, err)) return NULL;
   cb_tensor *x = cb_tensor_new(CB_F32, ndim, dims, err);
   if (!x) return NULL;
   cb_rng rng;
@@ -204,12 +229,13 @@ static int write_heatmaps(const char *dir, const cb_tensor_list *outs, cb_error 
 }
 
 static int forward(cb_module *m, json_t *cfg, const run_args *r, cb_error *err) {
-  cb_tensor *x = make_input(r, cfg, err);
+  cb_tensor *x = make_input(m, r, cfg, err);
   if (!x) return -1;
   cb_tensor_list outs = {0};
   cb_module_train(m, r->train);
   double start = now_ms();
-  int rc = cli_forward(m, x, &outs, err);
+  int rc = r->train || r->reference ? cli_forward(m, x, &outs, err)
+                                    : cli_forward_plan(m, x, r->threads, &outs, err);
   double ms = now_ms() - start;
   if (rc) cb_error_prefix(err, "%s: forward: ", r->model.config);
   for (int i = 0; rc == 0 && i < outs.n; i++)

@@ -25,6 +25,13 @@ static const char help_text[] =
     "      --output OUT.safetensors writes the outputs as feat.0, feat.1, ...;\n"
     "      --output OUT.npy writes OUT.npy for a single output, else OUT.0.npy, OUT.1.npy, ...\n"
     "      --save-weights W.safetensors writes the state dict used (before running).\n"
+    "      Eval mode runs a compiled plan (BatchNorm folded, fused epilogues) on --threads\n"
+    "      threads (default CBRICK_NUM_THREADS or every processor); --reference runs the\n"
+    "      module tree layer by layer instead.\n"
+    "  " CLI_USAGE_BENCH "\n"
+    "      times the plan (or --reference) on a random input: median, min, max ms, GFLOP/s,\n"
+    "      peak RSS; --profile adds a per-node table, --json prints one object; --peak\n"
+    "      measures the float32 FMA peak of the machine\n"
     "  " CLI_USAGE_CONVERT "\n"
     "      a PyTorch checkpoint's state dict as safetensors; --strip-module drops a leading\n"
     "      'module.', --prefix keeps only the keys under it (stripped)\n"
@@ -46,9 +53,9 @@ typedef struct command {
 
 static const command commands[] = {
     {"list", cmd_list}, {"config", cmd_config}, {"build", cmd_build}, {"run", cmd_run},
-    {"convert", cmd_convert}, {"inspect", cmd_inspect}};
+    {"convert", cmd_convert}, {"inspect", cmd_inspect}, {"bench", cmd_bench}};
 
-static const char *usage_line = "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run|convert|inspect ...";
+static const char *usage_line = "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run|convert|inspect|bench ...";
 
 /* Moves the global options out of argv, leaving the command and its arguments in rest. */
 static int split_globals(int argc, char **argv, cli_globals *g, char **rest, int *n_rest,
@@ -78,7 +85,7 @@ static int dispatch(int argc, char **argv, const cli_globals *g, bool help) {
   }
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (strcmp(argv[0], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1, g);
-  return cli_usage_error(usage_line, "unknown command '%s' (commands: list, config, build, run, convert, inspect)",
+  return cli_usage_error(usage_line, "unknown command '%s' (commands: list, config, build, run, convert, inspect, bench)",
                          argv[0]);
 }
 

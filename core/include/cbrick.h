@@ -15,6 +15,7 @@
 #include "cbrick/config.h"
 #include "cbrick/io.h"
 #include "cbrick/image.h"
+#include "cbrick/plan.h"
 #include "cbrick/checkpoint.h"
 
 #endif

@@ -10,6 +10,7 @@
  * Execution (a planned forward pass) is built from this tree, never the reverse. */
 typedef struct cb_module cb_module;
 struct cb_rng;
+struct cb_plan_builder;
 
 typedef struct cb_module_ops {
   /* PyTorch class name, used by repr and by init_cfg's `layer` matching
@@ -31,6 +32,9 @@ typedef struct cb_module_ops {
   int (*init_weights)(cb_module *m, struct cb_rng *rng, cb_error *err);
   /* Frees impl. May be NULL (then impl is free()d if non-NULL). */
   void (*destroy)(void *impl);
+  /* Emits this module's eval-mode computation into a plan (cbrick/plan.h) on value input and
+   * sets *output to its result value. NULL: the plan runs forward as an opaque node. */
+  int (*lower)(cb_module *m, struct cb_plan_builder *b, int input, int *output, cb_error *err);
 } cb_module_ops;
 
 typedef struct cb_param {

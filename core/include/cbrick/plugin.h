@@ -5,7 +5,7 @@
 #include "registry.h"
 
 /* Bumped whenever a struct or function a plugin uses changes incompatibly. */
-#define CB_ABI_VERSION 1
+#define CB_ABI_VERSION 2
 
 /* One registration, as luaL_Reg: a table of these ends with {NULL}. */
 typedef struct cb_plugin_entry {

@@ -1,0 +1,372 @@
+/* A plan's convolution: tiles of output columns (and, when there are few, of output
+ * channels) run on the thread pool; each builds its im2col panel, multiplies it with the
+ * packed weights and applies the epilogue (bias, residual, ReLU) while the tile is in cache. */
+#include <cblas.h>
+#include <math.h>
+#include <string.h>
+
+#include <stdlib.h>
+
+#include "plan_gemm.h"
+#include "plan_internal.h"
+#include "threads.h"
+
+#define PANEL_FLOATS (512 * 1024) /* im2col panel per thread */
+#define TILE_FLOATS (512 * 1024)  /* output tile */
+#define MIN_COLS 32
+
+static int64_t round_up(int64_t v, int64_t m) {
+  return (v + m - 1) / m * m;
+}
+
+static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
+  return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Weights in micro-kernel order: per group, per block of GEMM_MR rows, [k][GEMM_MR], the last
+ * block padded with zero rows. The unpacked copy is freed. */
+static int pack_weights(plan_conv *c, cb_error *err) {
+  int64_t og = c->o / c->p.groups, blocks = (og + GEMM_MR - 1) / GEMM_MR;
+  float *packed = calloc((size_t)(c->p.groups * blocks * GEMM_MR * c->k), sizeof(float));
+  if (!packed) return cb_fail(err, "plan: out of memory packing weights");
+  for (int g = 0; g < c->p.groups; g++)
+    for (int64_t m = 0; m < og; m++) {
+      const float *src = c->weight + (g * og + m) * c->k;
+      float *dst = packed + ((g * blocks + m / GEMM_MR) * c->k) * GEMM_MR + m % GEMM_MR;
+      for (int64_t k = 0; k < c->k; k++)
+        dst[k * GEMM_MR] = src[k];
+    }
+  free(c->weight);
+  c->weight = NULL;
+  c->packed = packed;
+  return 0;
+}
+
+int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
+  plan_conv *c = &n->conv;
+  const int64_t *out = plan->values[n->out].shape;
+  int64_t cols = out[2] * out[3], og = c->o / c->p.groups;
+  int threads = plan->threads;
+  bool fast = plan_gemm_available();
+  int64_t align = fast ? GEMM_NR : 16, row_align = fast ? GEMM_MR : 16;
+  c->direct = c->kh == 1 && c->kw == 1 && c->p.stride_h == 1 && c->p.stride_w == 1 &&
+              c->p.pad_h == 0 && c->p.pad_w == 0;
+  int64_t nc = clamp64(PANEL_FLOATS / c->k, MIN_COLS, 4096);
+  nc = clamp64(nc, MIN_COLS, clamp64(TILE_FLOATS / og, MIN_COLS, 4096)) / align * align;
+  if (threads > 1)
+    nc = clamp64(round_up((cols + 2 * threads - 1) / (2 * threads), align), MIN_COLS, nc);
+  if (nc > cols) nc = fast ? round_up(cols, align) : cols;
+  int64_t n_tiles = (cols + nc - 1) / nc, m_tiles = fast ? (og + 503) / 504 : 1;
+  if (threads > 1 && n_tiles * m_tiles * out[0] * c->p.groups < 2 * threads)
+    m_tiles =
+        clamp64((2 * threads + n_tiles - 1) / n_tiles, m_tiles, (og + row_align - 1) / row_align);
+  c->nc = (int)nc;
+  c->mc = (int)round_up((og + m_tiles - 1) / m_tiles, row_align);
+  if (!fast && c->mc > og) c->mc = (int)og;
+  c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
+  /* Winograd is opt-in (CBRICK_WINOGRAD=1): its scalar transforms still cost more than the
+   * multiplies it saves. */
+  const char *winograd = getenv("CBRICK_WINOGRAD");
+  c->winograd =
+      fast && plan_winograd_fits(n) && winograd && *winograd && strcmp(winograd, "0") != 0;
+  if (c->winograd) {
+    c->shared_panel = false;
+    return plan_winograd_pack(c, err);
+  }
+  return fast ? pack_weights(c, err) : 0;
+}
+
+size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
+  const int64_t *out = plan->values[n->out].shape;
+  if (!n->conv.shared_panel || n->conv.winograd) return 0;
+  return (size_t)(n->conv.k * round_up(out[2] * out[3], GEMM_NR));
+}
+
+size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n) {
+  (void)plan;
+  if (n->conv.winograd) return plan_winograd_scratch(n);
+  if (n->conv.shared_panel) return 0;
+  if (n->conv.packed) return (size_t)(n->conv.k * n->conv.nc);
+  return n->conv.direct ? 0 : (size_t)(n->conv.k * n->conv.nc);
+}
+
+typedef struct conv_job {
+  cb_plan *plan;
+  plan_node *node;
+  const float *x, *residual;
+  float *y;
+  int64_t c, h, w, oh, ow, cols, og;
+  int n_tiles, m_tiles;
+  int image; /* shared panel: the image being run */
+} conv_job;
+
+/* Columns [n0, n1) of row krow (channel, kernel row, kernel column) of one image group's
+ * im2col matrix. */
+static void im2col_row(const conv_job *j, const float *img, int64_t krow, int64_t n0, int64_t n1,
+                       float *dst) {
+  const plan_conv *c = &j->node->conv;
+  const cb_conv2d_params *p = &c->p;
+  int64_t ch = krow / (c->kh * c->kw), ki = krow / c->kw % c->kh, kj = krow % c->kw;
+  const float *plane = img + ch * j->h * j->w;
+  int64_t dx = kj * p->dil_w - p->pad_w, sw = p->stride_w;
+  for (int64_t q = n0; q < n1;) {
+    int64_t oh = q / j->ow, ow0 = q % j->ow;
+    int64_t len = j->ow - ow0 < n1 - q ? j->ow - ow0 : n1 - q;
+    int64_t ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+    if (ih < 0 || ih >= j->h) {
+      memset(dst, 0, (size_t)len * sizeof *dst);
+    } else {
+      /* valid t: 0 <= (ow0 + t) * sw + dx < w */
+      int64_t lo = dx >= 0 ? 0 : clamp64((-dx + sw - 1) / sw - ow0, 0, len);
+      int64_t hi = j->w - 1 - dx < 0 ? lo : clamp64((j->w - 1 - dx) / sw - ow0 + 1, lo, len);
+      const float *src = plane + ih * j->w + ow0 * sw + dx;
+      memset(dst, 0, (size_t)lo * sizeof *dst);
+      if (sw == 1)
+        memcpy(dst + lo, src + lo, (size_t)(hi - lo) * sizeof *dst);
+      else
+        for (int64_t t = lo; t < hi; t++)
+          dst[t] = src[t * sw];
+      memset(dst + hi, 0, (size_t)(len - hi) * sizeof *dst);
+    }
+    dst += len;
+    q += len;
+  }
+}
+
+/* Columns [n0, n1) of the whole im2col matrix, row-major [k][n1 - n0]. */
+static void im2col_cols(const conv_job *j, const float *img, int64_t n0, int64_t n1, float *panel) {
+  for (int64_t k = 0; k < j->node->conv.k; k++)
+    im2col_row(j, img, k, n0, n1, panel + k * (n1 - n0));
+}
+
+/* One output row: y = y + b (+ r), then ReLU; cloned per ISA and chosen at load time. */
+#define CB_VECTOR __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+
+CB_VECTOR static void row_bias(float *restrict y, float b, int64_t len, bool relu) {
+  if (relu)
+    for (int64_t t = 0; t < len; t++)
+      y[t] = fmaxf(y[t] + b, 0.0f);
+  else
+    for (int64_t t = 0; t < len; t++)
+      y[t] += b;
+}
+
+CB_VECTOR static void row_bias_residual(float *restrict y, const float *restrict r, float b,
+                                        int64_t len, bool relu) {
+  if (relu)
+    for (int64_t t = 0; t < len; t++)
+      y[t] = fmaxf(y[t] + b + r[t], 0.0f);
+  else
+    for (int64_t t = 0; t < len; t++)
+      y[t] += b + r[t];
+}
+
+static void epilogue(const conv_job *j, const float *bias, int64_t m0, int64_t m1, int64_t n0,
+                     int64_t n1, float *y, const float *res) {
+  bool relu = j->node->relu;
+  for (int64_t m = m0; m < m1; m++) {
+    float *row = y + m * j->cols + n0;
+    if (res)
+      row_bias_residual(row, res + m * j->cols + n0, bias[m], n1 - n0, relu);
+    else
+      row_bias(row, bias[m], n1 - n0, relu);
+  }
+}
+
+/* A run of valid input pixels for consecutive slab columns: dst column, source offset in the
+ * channel plane, length. Outside the runs the slab is zero (padding). */
+typedef struct slab_run {
+  int dst, len;
+  int64_t src;
+} slab_run;
+
+/* The runs of kernel position (ki, kj) for output columns [c0, c1); they are the same for
+ * every input channel. Returns the number of runs. */
+static int slab_runs(const conv_job *j, int64_t ki, int64_t kj, int64_t c0, int64_t c1,
+                     slab_run *runs) {
+  const cb_conv2d_params *p = &j->node->conv.p;
+  int64_t dx = kj * p->dil_w - p->pad_w, sw = p->stride_w;
+  int n = 0;
+  for (int64_t q = c0; q < c1;) {
+    int64_t oh = q / j->ow, ow0 = q % j->ow;
+    int64_t len = j->ow - ow0 < c1 - q ? j->ow - ow0 : c1 - q;
+    int64_t ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
+    if (ih >= 0 && ih < j->h) {
+      int64_t lo = dx >= 0 ? 0 : clamp64((-dx + sw - 1) / sw - ow0, 0, len);
+      int64_t hi = j->w - 1 - dx < 0 ? lo : clamp64((j->w - 1 - dx) / sw - ow0 + 1, lo, len);
+      if (hi > lo)
+        runs[n++] =
+            (slab_run){(int)(q - c0 + lo), (int)(hi - lo), ih * j->w + (ow0 + lo) * sw + dx};
+    }
+    q += len;
+  }
+  return n;
+}
+
+/* Columns [c0, c1) of every im2col row into one GEMM_NR-wide slab [k][GEMM_NR], zero-padded. */
+static void pack_slab(const conv_job *j, const float *img, int64_t c0, int64_t c1, float *slab) {
+  const plan_conv *c = &j->node->conv;
+  int64_t len = c1 - c0;
+  if (c->direct) {
+    int64_t plane = j->cols;
+    for (int64_t k = 0; k < c->k; k++) {
+      memcpy(slab + k * GEMM_NR, img + k * plane + c0, (size_t)len * sizeof(float));
+      if (len < GEMM_NR)
+        memset(slab + k * GEMM_NR + len, 0, (size_t)(GEMM_NR - len) * sizeof(float));
+    }
+    return;
+  }
+  slab_run runs[GEMM_NR];
+  int64_t sw = c->p.stride_w, plane = j->h * j->w;
+  memset(slab, 0, (size_t)(c->k * GEMM_NR) * sizeof(float));
+  for (int64_t ki = 0; ki < c->kh; ki++)
+    for (int64_t kj = 0; kj < c->kw; kj++) {
+      int n = slab_runs(j, ki, kj, c0, c1, runs);
+      for (int64_t ch = 0; ch < c->cg; ch++) {
+        float *dst = slab + ((ch * c->kh + ki) * c->kw + kj) * GEMM_NR;
+        const float *src = img + ch * plane;
+        for (int r = 0; r < n; r++) {
+          if (sw == 1) {
+            memcpy(dst + runs[r].dst, src + runs[r].src, (size_t)runs[r].len * sizeof(float));
+            continue;
+          }
+          for (int t = 0; t < runs[r].len; t++)
+            dst[runs[r].dst + t] = src[runs[r].src + t * sw];
+        }
+      }
+    }
+}
+
+static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_t m1, int64_t n0,
+                           int64_t n1, int thread) {
+  const plan_node *n = j->node;
+  const plan_conv *c = &n->conv;
+  const float *x = j->x + ((int64_t)img * j->c + (int64_t)g * c->cg) * j->h * j->w;
+  int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
+  float *y = j->y + out_off;
+  const float *res = j->residual ? j->residual + out_off : NULL;
+  bool accumulate = res && n->residual_in_place;
+  float *panel = c->shared_panel ? j->plan->shared + n0 * c->k
+                                 : j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
+  int64_t slabs = (n1 - n0 + GEMM_NR - 1) / GEMM_NR, blocks = (j->og + GEMM_MR - 1) / GEMM_MR;
+  for (int64_t s = 0; !c->shared_panel && s < slabs; s++) {
+    int64_t c0 = n0 + s * GEMM_NR, c1 = c0 + GEMM_NR < n1 ? c0 + GEMM_NR : n1;
+    pack_slab(j, x, c0, c1, panel + s * c->k * GEMM_NR);
+  }
+  const float *a_group = c->packed + (int64_t)g * blocks * GEMM_MR * c->k;
+  const float *bias = c->bias + (int64_t)g * j->og;
+  for (int64_t k0 = 0; k0 < c->k; k0 += GEMM_KC) {
+    int64_t kc = c->k - k0 < GEMM_KC ? c->k - k0 : GEMM_KC;
+    for (int64_t m = m0; m < m1; m += GEMM_MR) {
+      for (int64_t s = 0; s < slabs; s++) {
+        int64_t c0 = n0 + s * GEMM_NR;
+        gemm_tile t = {.kc = kc,
+                       .a = a_group + (m / GEMM_MR) * GEMM_MR * c->k + k0 * GEMM_MR,
+                       .b = panel + s * c->k * GEMM_NR + k0 * GEMM_NR,
+                       .c = y + m * j->cols + c0,
+                       .ldc = j->cols,
+                       .mr = (int)(m1 - m < GEMM_MR ? m1 - m : GEMM_MR),
+                       .nr = (int)(n1 - c0 < GEMM_NR ? n1 - c0 : GEMM_NR),
+                       .load_c = k0 > 0 || accumulate,
+                       .last = k0 + kc == c->k,
+                       .bias = bias + m,
+                       .res = accumulate || !res ? NULL : res + m * j->cols + c0,
+                       .relu = n->relu};
+        plan_gemm_tile(&t);
+      }
+    }
+  }
+}
+
+static void conv_task(void *ctx, int task, int thread) {
+  const conv_job *j = ctx;
+  const plan_node *n = j->node;
+  const plan_conv *c = &n->conv;
+  int groups = c->p.groups;
+  int tn = task % j->n_tiles, rest = task / j->n_tiles;
+  int tm = rest % j->m_tiles;
+  rest /= j->m_tiles;
+  int g = rest % groups, img = rest / groups;
+  int64_t n0 = (int64_t)tn * c->nc, n1 = n0 + c->nc < j->cols ? n0 + c->nc : j->cols;
+  int64_t m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  if (m0 >= m1 || n0 >= n1) return;
+  if (c->packed) {
+    conv_task_fast(j, g, img, m0, m1, n0, n1, thread);
+    return;
+  }
+  const float *x = j->x + ((int64_t)img * j->c + (int64_t)g * c->cg) * j->h * j->w;
+  int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
+  float *y = j->y + out_off;
+  const float *res = j->residual ? j->residual + out_off : NULL;
+  const float *b;
+  int64_t ldb;
+  if (c->direct) {
+    b = x + n0;
+    ldb = j->cols;
+  } else {
+    float *panel = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
+    im2col_cols(j, x, n0, n1, panel);
+    b = panel;
+    ldb = n1 - n0;
+  }
+  bool accumulate = res && n->residual_in_place; /* y already holds the residual */
+  const float *a = c->weight + ((int64_t)g * j->og + m0) * c->k;
+  cblas_sgemm(CblasRowMajor, CblasNoTrans, CblasNoTrans, (int)(m1 - m0), (int)(n1 - n0), (int)c->k,
+              1.0f, a, (int)c->k, b, (int)ldb, accumulate ? 1.0f : 0.0f, y + m0 * j->cols + n0,
+              (int)j->cols);
+  epilogue(j, c->bias + (int64_t)g * j->og, m0, m1, n0, n1, y, accumulate ? NULL : res);
+}
+
+static void pack_shared_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const conv_job *j = ctx;
+  const plan_conv *c = &j->node->conv;
+  const float *x = j->x + (int64_t)j->image * j->c * j->h * j->w;
+  int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
+  pack_slab(j, x, c0, c1, j->plan->shared + c0 * c->k);
+}
+
+static void shared_task(void *ctx, int task, int thread) {
+  const conv_job *j = ctx;
+  const plan_conv *c = &j->node->conv;
+  int tn = task % j->n_tiles, tm = task / j->n_tiles;
+  int64_t n0 = (int64_t)tn * c->nc, n1 = n0 + c->nc < j->cols ? n0 + c->nc : j->cols;
+  int64_t m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  if (m0 < m1 && n0 < n1) conv_task_fast(j, 0, j->image, m0, m1, n0, n1, thread);
+}
+
+/* Input packed once per image (in parallel), then row and column tiles share it. */
+static void run_shared(conv_job *j, int64_t images) {
+  int slabs = (int)((j->cols + GEMM_NR - 1) / GEMM_NR);
+  for (j->image = 0; j->image < images; j->image++) {
+    cb_parallel_for(slabs, pack_shared_task, j);
+    cb_parallel_for(j->n_tiles * j->m_tiles, shared_task, j);
+  }
+}
+
+void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *residual, float *y) {
+  if (n->conv.winograd) {
+    plan_winograd_run(plan, n, x, residual, y);
+    return;
+  }
+  const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
+  conv_job j = {.plan = plan,
+                .node = n,
+                .x = x,
+                .residual = residual,
+                .y = y,
+                .c = in[1],
+                .h = in[2],
+                .w = in[3],
+                .oh = out[2],
+                .ow = out[3],
+                .cols = out[2] * out[3],
+                .og = n->conv.o / n->conv.p.groups};
+  j.n_tiles = (int)((j.cols + n->conv.nc - 1) / n->conv.nc);
+  j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
+  if (n->conv.shared_panel) {
+    run_shared(&j, in[0]);
+    return;
+  }
+  cb_parallel_for((int)(j.n_tiles * j.m_tiles * n->conv.p.groups * in[0]), conv_task, &j);
+}

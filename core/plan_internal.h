@@ -1,0 +1,92 @@
+#ifndef CBRICK_PLAN_INTERNAL_H
+#define CBRICK_PLAN_INTERNAL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+#include "cbrick/plan.h"
+
+typedef enum plan_kind { PN_CONV, PN_AFFINE, PN_RELU, PN_ADD, PN_POOL, PN_OPAQUE } plan_kind;
+
+typedef struct plan_conv {
+  cb_conv2d_params p;
+  int64_t o, cg, kh, kw, k; /* out channels, in channels per group, kernel, gemm depth */
+  float *weight;            /* [o][k], BatchNorm folded in */
+  float *bias;              /* [o], always present */
+  int nc, mc;               /* column and row tile of the threaded gemm */
+  bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
+  float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */
+  bool shared_panel;        /* row tiles share one packed input, built first */
+  bool winograd;            /* 3x3 stride 1 as F(2x2, 3x3); packed holds the transformed U */
+} plan_conv;
+
+typedef struct plan_node {
+  plan_kind kind;
+  char *name;
+  int in[2]; /* values; in[1]: a conv's residual or an add's second operand, else -1 */
+  int out;
+  bool relu; /* ReLU in the epilogue */
+  bool dead; /* fused into another node */
+  bool residual_in_place;
+  plan_conv conv;
+  float *scale, *shift; /* affine */
+  bool is_max;          /* pool */
+  cb_pool2d_params pool;
+  cb_module *module; /* opaque */
+  double flops;
+  double ms_total;
+} plan_node;
+
+typedef struct plan_value {
+  int64_t shape[4];
+  int producer; /* node index, -1 for the input */
+  int uses;
+  int last_use;
+  bool is_output;
+  size_t offset; /* in the arena */
+  float *data;
+} plan_value;
+
+struct cb_plan {
+  plan_node *nodes;
+  int n_nodes, cap_nodes;
+  plan_value *values;
+  int n_values, cap_values;
+  int *outputs;
+  int n_outputs;
+  int threads;
+  float *arena;
+  size_t arena_bytes, values_bytes;
+  float *scratch; /* im2col panels, scratch_floats per thread */
+  size_t scratch_floats;
+  float *shared; /* the packed input of a shared_panel conv */
+  size_t shared_floats;
+  bool profile;
+  long runs;
+};
+
+struct cb_plan_builder {
+  cb_plan *plan;
+  char name[1024];
+};
+
+int plan_add_value(cb_plan *plan, const int64_t *shape, int producer, cb_error *err);
+/* Appends a node reading in0 (and in1 or -1) with a new output of shape; returns its index. */
+int plan_add_node(cb_plan_builder *b, plan_kind kind, int in0, int in1, const int64_t *shape,
+                  cb_error *err);
+int plan_check_value(const cb_plan_builder *b, int value, cb_error *err);
+
+/* Fusions, weight packing and the arena (plan_compile.c). */
+int plan_finish(cb_plan *plan, cb_error *err);
+/* Convolution of one node (plan_conv.c). */
+void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *residual, float *y);
+int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err);
+size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n);
+size_t plan_conv_shared(const cb_plan *plan, const plan_node *n);
+/* Winograd F(2x2, 3x3) (plan_winograd.c). */
+bool plan_winograd_fits(const plan_node *n);
+int plan_winograd_pack(plan_conv *c, cb_error *err);
+size_t plan_winograd_scratch(const plan_node *n);
+void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
+                       float *y);
+
+#endif

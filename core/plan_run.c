@@ -1,0 +1,214 @@
+/* Running a compiled plan, and its per-node profile. */
+#include <cblas.h>
+#include <math.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
+
+#include "plan_internal.h"
+#include "threads.h"
+
+static double now_ms(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
+}
+
+static int64_t numel(const plan_value *v) {
+  return v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3];
+}
+
+static cb_tensor view_of(const plan_value *v) {
+  cb_tensor t = {.dtype = CB_F32, .ndim = 4, .data = v->data};
+  memcpy(t.shape, v->shape, sizeof v->shape);
+  return t;
+}
+
+static void run_affine(const plan_node *n, const plan_value *in, float *y) {
+  int64_t plane = in->shape[2] * in->shape[3], c = in->shape[1];
+  for (int64_t i = 0; i < in->shape[0] * c; i++) {
+    const float *src = in->data + i * plane;
+    float *dst = y + i * plane, a = n->scale[i % c], s = n->shift[i % c];
+    for (int64_t q = 0; q < plane; q++) {
+      float v = src[q] * a + s;
+      dst[q] = n->relu && v < 0.0f ? 0.0f : v;
+    }
+  }
+}
+
+static void run_add(const plan_node *n, const float *a, const float *b, float *y, int64_t count) {
+  for (int64_t i = 0; i < count; i++) {
+    float v = a[i] + b[i];
+    y[i] = n->relu && v < 0.0f ? 0.0f : v;
+  }
+}
+
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+run_relu(const float *x, float *y, int64_t count) {
+  for (int64_t i = 0; i < count; i++)
+    y[i] = fmaxf(x[i], 0.0f);
+}
+
+typedef struct pool_job {
+  const plan_node *node;
+  const plan_value *in, *out;
+} pool_job;
+
+/* Max pooling of one channel plane; a NaN in a window gives NaN, as in PyTorch. */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+max_pool_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const pool_job *j = ctx;
+  const cb_pool2d_params *p = &j->node->pool;
+  int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
+  const float *plane = j->in->data + (int64_t)task * h * w;
+  float *dst = j->out->data + (int64_t)task * oh * ow;
+  for (int64_t y = 0; y < oh; y++)
+    for (int64_t x = 0; x < ow; x++) {
+      float best = -INFINITY;
+      bool nan = false;
+      for (int i = 0; i < p->kernel_h; i++) {
+        int64_t ih = y * p->stride_h - p->pad_h + (int64_t)i * p->dil_h;
+        if (ih < 0 || ih >= h) continue;
+        const float *row = plane + ih * w;
+        for (int k = 0; k < p->kernel_w; k++) {
+          int64_t iw = x * p->stride_w - p->pad_w + (int64_t)k * p->dil_w;
+          float v = iw >= 0 && iw < w ? row[iw] : -INFINITY;
+          nan |= v != v;
+          best = v > best ? v : best;
+        }
+      }
+      dst[y * ow + x] = nan ? NAN : best;
+    }
+}
+
+static void run_max_pool(const plan_node *n, const plan_value *in, const plan_value *out) {
+  pool_job j = {n, in, out};
+  cb_parallel_for((int)(in->shape[0] * in->shape[1]), max_pool_task, &j);
+}
+
+/* Nodes whose kernel returns a new tensor: copied into the arena. */
+static int run_allocating(const plan_node *n, const plan_value *in, plan_value *out,
+                          cb_error *err) {
+  cb_tensor x = view_of(in);
+  cb_tensor *y = n->kind == PN_OPAQUE ? cb_module_forward(n->module, &x, err)
+                 : n->is_max          ? cb_max_pool2d(&x, &n->pool, err)
+                                      : cb_avg_pool2d(&x, &n->pool, err);
+  if (!y) return cb_error_prefix(err, "%s: ", n->name[0] ? n->name : "model");
+  if (y->ndim != 4 || memcmp(y->shape, out->shape, sizeof out->shape) != 0) {
+    cb_tensor_free(y);
+    return cb_fail(err, "%s: output shape changed since the plan was compiled", n->name);
+  }
+  memcpy(out->data, y->data, (size_t)numel(out) * sizeof(float));
+  cb_tensor_free(y);
+  return 0;
+}
+
+static int run_node(cb_plan *plan, plan_node *n, cb_error *err) {
+  plan_value *in = &plan->values[n->in[0]], *out = &plan->values[n->out];
+  const float *second = n->in[1] >= 0 ? plan->values[n->in[1]].data : NULL;
+  switch (n->kind) {
+  case PN_CONV:
+    plan_conv_run(plan, n, in->data, second, out->data);
+    return 0;
+  case PN_AFFINE:
+    run_affine(n, in, out->data);
+    return 0;
+  case PN_RELU:
+    run_relu(in->data, out->data, numel(out));
+    return 0;
+  case PN_ADD:
+    run_add(n, in->data, second, out->data, numel(out));
+    return 0;
+  case PN_POOL:
+    if (n->is_max) {
+      run_max_pool(n, in, out);
+      return 0;
+    }
+    return run_allocating(n, in, out, err);
+  case PN_OPAQUE:
+    return run_allocating(n, in, out, err);
+  }
+  return cb_fail(err, "plan: unknown node kind");
+}
+
+static int run_nodes(cb_plan *plan, cb_error *err) {
+  for (int i = 0; i < plan->n_nodes; i++) {
+    plan_node *n = &plan->nodes[i];
+    if (n->dead) continue;
+    double t0 = plan->profile ? now_ms() : 0;
+    if (run_node(plan, n, err)) return -1;
+    if (plan->profile) n->ms_total += now_ms() - t0;
+  }
+  return 0;
+}
+
+static int copy_outputs(cb_plan *plan, cb_tensor_list *outs, cb_error *err) {
+  for (int i = 0; i < plan->n_outputs; i++) {
+    const plan_value *v = &plan->values[plan->outputs[i]];
+    cb_tensor *t = cb_tensor_new(CB_F32, 4, v->shape, err);
+    if (!t) return -1;
+    memcpy(t->data, v->data, (size_t)numel(v) * sizeof(float));
+    if (cb_tensor_list_push(outs, t, err)) return -1;
+  }
+  return 0;
+}
+
+CB_API int cb_plan_run(cb_plan *plan, const cb_tensor *x, cb_tensor_list *outs, cb_error *err) {
+  const plan_value *in = &plan->values[0];
+  if (!x || x->dtype != CB_F32 || x->ndim != 4 ||
+      memcmp(x->shape, in->shape, sizeof in->shape) != 0) {
+    char want[128], got[128] = "none";
+    cb_shape_format(4, in->shape, want, sizeof want);
+    if (x) cb_shape_format(x->ndim, x->shape, got, sizeof got);
+    return cb_fail(err, "plan: expected a float32 input of shape %s, found %s", want, got);
+  }
+  plan->values[0].data = x->data;
+  int blas_threads = openblas_get_num_threads();
+  cb_set_num_threads(plan->threads);
+  openblas_set_num_threads(1); /* the pool's threads each run a single-threaded gemm */
+  int rc = run_nodes(plan, err);
+  openblas_set_num_threads(blas_threads);
+  plan->values[0].data = NULL;
+  if (rc) return -1;
+  plan->runs++;
+  return copy_outputs(plan, outs, err);
+}
+
+CB_API void cb_plan_profile_enable(cb_plan *plan, bool on) {
+  plan->profile = on;
+}
+
+CB_API void cb_plan_profile_reset(cb_plan *plan) {
+  plan->runs = 0;
+  for (int i = 0; i < plan->n_nodes; i++)
+    plan->nodes[i].ms_total = 0;
+}
+
+static const char *kind_name(const plan_node *n) {
+  static const char *const names[] = {"conv", "affine", "relu", "add", "pool", "opaque"};
+  if (n->kind == PN_CONV && n->in[1] >= 0) return n->relu ? "conv+add+relu" : "conv+add";
+  if (n->kind == PN_CONV && n->relu) return "conv+relu";
+  if (n->kind == PN_POOL) return n->is_max ? "maxpool" : "avgpool";
+  return names[n->kind];
+}
+
+CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
+  double total = 0;
+  long runs = plan->runs > 0 ? plan->runs : 1;
+  for (int i = 0; i < plan->n_nodes; i++)
+    if (!plan->nodes[i].dead) total += plan->nodes[i].ms_total;
+  fprintf(out, "%-28s %-14s %-18s %9s %9s %6s\n", "node", "kind", "output", "ms", "GFLOP/s",
+          "share");
+  for (int i = 0; i < plan->n_nodes; i++) {
+    const plan_node *n = &plan->nodes[i];
+    if (n->dead) continue;
+    char shape[64];
+    cb_shape_format(4, plan->values[n->out].shape, shape, sizeof shape);
+    double ms = n->ms_total / (double)runs;
+    fprintf(out, "%-28s %-14s %-18s %9.3f %9.1f %5.1f%%\n", n->name[0] ? n->name : "model",
+            kind_name(n), shape, ms, ms > 0 ? n->flops / ms / 1e6 : 0.0,
+            total > 0 ? 100.0 * n->ms_total / total : 0.0);
+  }
+  fprintf(out, "%-28s %-14s %-18s %9.3f\n", "total", "", "", total / (double)runs);
+}

@@ -1,0 +1,126 @@
+/* The worker pool: workers spin briefly on a generation counter, then sleep on a condition
+ * variable, so back-to-back parallel loops (one per layer) start without a wake-up cost. */
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include <cblas.h>
+
+#include "cbrick/plan.h"
+#include "threads.h"
+
+#define POOL_MAX_THREADS 64
+#define POOL_SPIN 200000
+#define POOL_CLOSED (1 << 30)
+
+typedef struct pool {
+  pthread_mutex_t lock;
+  pthread_cond_t wake;
+  pthread_t workers[POOL_MAX_THREADS];
+  int n_workers;          /* started workers (threads - 1) */
+  int active;             /* threads used by the next loop */
+  atomic_uint generation; /* bumped per loop; workers join the loops they see */
+  atomic_int next_task, pending;
+  int n_tasks;
+  cb_task_fn fn;
+  void *ctx;
+  bool stop;
+} pool;
+
+static pool the_pool = {
+    .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .next_task = POOL_CLOSED};
+static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static void run_tasks(pool *p, int thread) {
+  for (;;) {
+    int t = atomic_fetch_add(&p->next_task, 1);
+    if (t >= p->n_tasks) break;
+    p->fn(p->ctx, t, thread);
+    atomic_fetch_sub(&p->pending, 1);
+  }
+}
+
+static void *worker_main(void *arg) {
+  int thread = (int)(intptr_t)arg;
+  pool *p = &the_pool;
+  unsigned seen = atomic_load(&p->generation);
+  for (;;) {
+    int spins = 0;
+    while (atomic_load(&p->generation) == seen && spins < POOL_SPIN) {
+      __builtin_ia32_pause();
+      spins++;
+    }
+    if (atomic_load(&p->generation) == seen) {
+      pthread_mutex_lock(&p->lock);
+      while (atomic_load(&p->generation) == seen && !p->stop)
+        pthread_cond_wait(&p->wake, &p->lock);
+      pthread_mutex_unlock(&p->lock);
+    }
+    if (p->stop) return NULL;
+    seen = atomic_load(&p->generation);
+    if (thread < p->active) run_tasks(p, thread);
+  }
+}
+
+static void pool_grow(pool *p, int threads) {
+  while (p->n_workers < threads - 1 && p->n_workers < POOL_MAX_THREADS) {
+    int id = p->n_workers + 1;
+    if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, (void *)(intptr_t)id)) break;
+    p->n_workers++;
+  }
+}
+
+int cb_threads_default(void) {
+  const char *env = getenv("CBRICK_NUM_THREADS");
+  if (env) {
+    char *end;
+    long v = strtol(env, &end, 10);
+    if (*env && !*end && v >= 1 && v <= POOL_MAX_THREADS) return (int)v;
+  }
+  long n = sysconf(_SC_NPROCESSORS_ONLN);
+  return n < 1 ? 1 : n > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)n;
+}
+
+CB_API void cb_set_num_threads(int threads) {
+  if (threads < 1) threads = cb_threads_default();
+  if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
+  pthread_mutex_lock(&loop_lock);
+  pool_grow(&the_pool, threads);
+  the_pool.active = threads <= the_pool.n_workers + 1 ? threads : the_pool.n_workers + 1;
+  pthread_mutex_unlock(&loop_lock);
+  openblas_set_num_threads(threads);
+}
+
+CB_API int cb_get_num_threads(void) {
+  return cb_threads_active();
+}
+
+int cb_threads_active(void) {
+  return the_pool.active < 1 ? 1 : the_pool.active;
+}
+
+void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
+  pool *p = &the_pool;
+  if (n_tasks <= 0) return;
+  pthread_mutex_lock(&loop_lock);
+  if (p->active <= 1 || n_tasks == 1) {
+    pthread_mutex_unlock(&loop_lock);
+    for (int t = 0; t < n_tasks; t++)
+      fn(ctx, t, 0);
+    return;
+  }
+  p->fn = fn;
+  p->ctx = ctx;
+  p->n_tasks = n_tasks;
+  atomic_store(&p->pending, n_tasks);
+  atomic_store(&p->next_task, 0);
+  pthread_mutex_lock(&p->lock);
+  atomic_fetch_add(&p->generation, 1);
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  run_tasks(p, 0);
+  while (atomic_load(&p->pending) > 0)
+    __builtin_ia32_pause();
+  atomic_store(&p->next_task, POOL_CLOSED); /* a late worker takes nothing */
+  pthread_mutex_unlock(&loop_lock);
+}

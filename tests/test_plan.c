@@ -1,0 +1,292 @@
+/* Compiled plans: outputs against the PyTorch fixtures and the reference forward, fusion and
+ * arena reuse, opaque nodes for layers without a lower hook, and refusals. */
+#include <criterion/criterion.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "test_util.h"
+
+#define FIXTURES "tests/fixtures/resnet"
+
+static void setup(void) {
+  cb_error err = {0};
+  cb_set_quiet(1);
+  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
+}
+
+static void teardown(void) {
+  cb_plugin_unload_all();
+}
+
+TestSuite(plan, .init = setup, .fini = teardown);
+
+static bool is_expectation(const char *name) {
+  return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
+         strncmp(name, "state.", 6) == 0;
+}
+
+static cb_module *build_json(json_t *cfg, const char *name) {
+  cb_error err = {0};
+  cb_module *m = cb_build("BACKBONES", cfg, NULL, name, &err);
+  cr_assert_not_null(m, "%s", err.msg);
+  return m;
+}
+
+static void load_fixture_weights(cb_module *m, const cb_weights *w) {
+  cb_error err = {0};
+  cb_weights *state = cb_weights_new(&err);
+  cr_assert_not_null(state, "%s", err.msg);
+  for (int i = 0; i < cb_weights_count(w); i++) {
+    if (is_expectation(cb_weights_name(w, i))) continue;
+    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), &err);
+    cr_assert_eq(cb_weights_add(state, cb_weights_name(w, i), t, &err), 0, "%s", err.msg);
+  }
+  cr_assert_eq(cb_module_load_weights(m, state, NULL, true, NULL, &err), 0, "%s", err.msg);
+  cb_weights_free(state);
+}
+
+/* Builds a fixture case in eval mode with its weights; *w receives the fixture file. */
+static cb_module *fixture_model(const char *name, cb_weights **w) {
+  cb_error err = {0};
+  json_error_t jerr;
+  json_t *cases = json_load_file(FIXTURES "/cases.json", 0, &jerr);
+  cr_assert_not_null(cases, "cases.json: %s", jerr.text);
+  json_t *entry = json_object_get(cases, name);
+  cr_assert_not_null(entry, "no case %s", name);
+  cr_assert(!json_is_true(json_object_get(entry, "train")), "%s is a train-mode case", name);
+  char path[256];
+  snprintf(path, sizeof path, FIXTURES "/%s.safetensors", name);
+  *w = cb_safetensors_read(path, &err);
+  cr_assert_not_null(*w, "%s", err.msg);
+  cb_module *m = build_json(json_object_get(entry, "cfg"), name);
+  json_decref(cases);
+  load_fixture_weights(m, *w);
+  cb_module_train(m, false);
+  return m;
+}
+
+static cb_plan *compile_ok(cb_module *m, const cb_tensor *x, int threads) {
+  cb_error err = {0};
+  cb_plan *plan = cb_plan_compile(m, x->shape, threads, &err);
+  cr_assert_not_null(plan, "%s", err.msg);
+  return plan;
+}
+
+static void expect_close(const cb_tensor *got, const cb_tensor *want, const char *what) {
+  cr_assert(cb_tensor_same_shape(got, want), "%s: shape differs", what);
+  double e = rel_l2(cb_f32(got), cb_f32(want), (long)cb_tensor_numel(want));
+  fprintf(stderr, "plan %-28s relative L2 %.2e\n", what, e);
+  cr_assert_leq(e, 1e-4, "%s: relative L2 %.3g", what, e);
+}
+
+static cb_plan_stats check_fixture(const char *name, int threads) {
+  cb_error err = {0};
+  cb_weights *w;
+  cb_module *m = fixture_model(name, &w);
+  const cb_tensor *x = fixture_tensor(w, "input");
+  cb_plan *plan = compile_ok(m, x, threads);
+  for (int run = 0; run < 2; run++) { /* a second run reuses the arena */
+    cb_tensor_list outs = {0};
+    cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s: %s", name, err.msg);
+    int expected = 0;
+    for (char key[32]; snprintf(key, sizeof key, "out.%d", expected), cb_weights_get(w, key);)
+      expected++;
+    cr_assert_eq(outs.n, expected, "%s: %d outputs, expected %d", name, outs.n, expected);
+    for (int i = 0; i < outs.n; i++) {
+      char key[32], what[64];
+      snprintf(key, sizeof key, "out.%d", i);
+      snprintf(what, sizeof what, "%s %s (%d threads)", name, key, threads);
+      expect_close(outs.items[i], fixture_tensor(w, key), what);
+    }
+    cb_tensor_list_clear(&outs);
+  }
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  cb_plan_free(plan);
+  cb_module_free(m);
+  cb_weights_free(w);
+  return s;
+}
+
+Test(plan, fixture_r18) {
+  check_fixture("r18", 1);
+}
+Test(plan, fixture_r34) {
+  check_fixture("r34", 2);
+}
+Test(plan, fixture_r101) {
+  check_fixture("r101", 2);
+}
+Test(plan, fixture_v1c) {
+  check_fixture("v1c", 2);
+}
+Test(plan, fixture_v1d_avg_down) {
+  check_fixture("v1d", 1);
+}
+Test(plan, fixture_caffe) {
+  check_fixture("caffe", 2);
+}
+Test(plan, fixture_d8) {
+  check_fixture("d8", 2);
+}
+Test(plan, fixture_d8_basic) {
+  check_fixture("d8_basic", 1);
+}
+Test(plan, fixture_multi_grid) {
+  check_fixture("multi_grid", 2);
+}
+
+/* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3), residuals in place included. */
+Test(plan, winograd_r34_d8) {
+  setenv("CBRICK_WINOGRAD", "1", 1);
+  cb_plan_stats s = check_fixture("r34", 2);
+  if (s.weight_bytes > 0 && s.convs > 0 && s.winograd == 0)
+    cr_skip_test("no AVX-512 here: Winograd runs on the AVX-512 kernel only");
+  cr_assert_gt(s.winograd, 20, "Winograd convs: %d", s.winograd);
+  check_fixture("d8", 1);
+  check_fixture("multi_grid", 2);
+  unsetenv("CBRICK_WINOGRAD");
+}
+
+/* The portable path (OpenBLAS on im2col), as on processors without AVX-512. */
+Test(plan, portable_path_r50) {
+  setenv("CBRICK_NO_AVX512", "1", 1);
+  cb_plan_stats s = check_fixture("r50", 2);
+  cr_assert_eq(s.fused_bn, 53);
+  check_fixture("d8", 1);
+  unsetenv("CBRICK_NO_AVX512");
+}
+
+/* ResNet-50: 53 conv + BN pairs fold, every block's sum and ReLU go into a conv, and the
+ * arena is far smaller than all activations together. */
+Test(plan, r50_fusion_and_arena) {
+  cb_plan_stats s = check_fixture("r50", 2);
+  cr_assert_eq(s.convs, 53, "convs: %d", s.convs);
+  cr_assert_eq(s.fused_bn, 53, "BatchNorms folded: %d", s.fused_bn);
+  cr_assert_eq(s.fused_add, 16, "residual sums fused: %d", s.fused_add);
+  cr_assert_eq(s.fused_relu, 1 + 16 * 3, "ReLUs fused: %d", s.fused_relu);
+  cr_assert_eq(s.opaque, 0);
+  cr_assert_eq(s.nodes, 54, "nodes: %d (53 convs + max pool)", s.nodes);
+  cr_assert_gt(s.arena_bytes, 0);
+  cr_assert_lt(s.arena_bytes * 4, s.values_bytes, "arena %zu vs all activations %zu", s.arena_bytes,
+               s.values_bytes);
+  cr_assert_gt(s.flops, 0);
+}
+
+/* GroupNorm has no lower hook: it runs as an opaque node, unfused. */
+Test(plan, opaque_group_norm) {
+  cb_plan_stats s = check_fixture("gn", 2);
+  cr_assert_gt(s.opaque, 0, "GroupNorm layers run opaque");
+  cr_assert_eq(s.fused_bn, 0);
+}
+
+static const char *build_dir(void) {
+  const char *b = getenv("CBRICK_BUILD");
+  return b && *b ? b : "build";
+}
+
+static void compare_with_reference(cb_module *m, const int64_t *shape, int threads) {
+  cb_error err = {0};
+  cb_tensor *x = cb_tensor_new(CB_F32, 4, shape, &err);
+  cr_assert_not_null(x, "%s", err.msg);
+  cb_rng rng;
+  cb_rng_seed(&rng, 7);
+  for (int64_t i = 0; i < cb_tensor_numel(x); i++)
+    cb_f32(x)[i] = (float)cb_rng_normal(&rng);
+  cb_tensor_list want = {0}, got = {0};
+  cr_assert_eq(cb_module_forward_multi(m, x, &want, &err), 0, "%s", err.msg);
+  cb_plan *plan = compile_ok(m, x, threads);
+  cr_assert_eq(cb_plan_run(plan, x, &got, &err), 0, "%s", err.msg);
+  cr_assert_eq(got.n, want.n);
+  for (int i = 0; i < got.n; i++)
+    expect_close(got.items[i], want.items[i], "plan vs reference");
+  cb_tensor_list_clear(&want);
+  cb_tensor_list_clear(&got);
+  cb_plan_free(plan);
+  cb_tensor_free(x);
+}
+
+/* An out-of-tree plugin layer (Scale, no lower hook) inside every Bottleneck. */
+Test(plan, opaque_out_of_tree_plugin) {
+  cb_error err = {0};
+  char path[512];
+  snprintf(path, sizeof path, "%s/tests/plugins/scale_layer.so", build_dir());
+  cr_assert_eq(cb_plugin_load_file(path, &err), 0, "%s", err.msg);
+  json_t *cfg = json_loads(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"base_channels\": 8, \"stem_channels\": 8, "
+      "\"num_stages\": 2, \"strides\": [1, 2], \"dilations\": [1, 1], \"out_indices\": [0, 1], "
+      "\"plugins\": [{\"cfg\": {\"type\": \"Scale\", \"init\": 0.5}, \"position\": "
+      "\"after_conv3\"}]}",
+      0, NULL);
+  cr_assert_not_null(cfg);
+  cb_module *m = build_json(cfg, "model.backbone");
+  json_decref(cfg);
+  cb_rng rng;
+  cb_rng_seed(&rng, 3);
+  cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  cb_module_train(m, false);
+  const int64_t shape[4] = {2, 3, 37, 45};
+  compare_with_reference(m, shape, 2);
+  cb_tensor x = {.dtype = CB_F32, .ndim = 4, .shape = {2, 3, 37, 45}};
+  cb_plan *plan = cb_plan_compile(m, x.shape, 1, &err);
+  cr_assert_not_null(plan, "%s", err.msg);
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  cr_assert_eq(s.opaque, 7, "one Scale per block: %d", s.opaque);
+  /* Only the first block of a stage fuses its sum: into the downsample conv, which runs
+   * after the Scale node; elsewhere the sum of Scale's output and the identity stays a node. */
+  cr_assert_eq(s.fused_add, 2, "fused sums: %d", s.fused_add);
+  cb_plan_free(plan);
+  cb_module_free(m);
+}
+
+/* Odd sizes, stride-2 edges and batch 2, against the reference forward. */
+Test(plan, odd_shapes_match_reference) {
+  cb_error err = {0};
+  json_t *cfg = json_loads("{\"type\": \"ResNetV1d\", \"depth\": 18, \"base_channels\": 8, "
+                           "\"stem_channels\": 16}",
+                           0, NULL);
+  cb_module *m = build_json(cfg, "model.backbone");
+  json_decref(cfg);
+  cb_rng rng;
+  cb_rng_seed(&rng, 5);
+  cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  cb_module_train(m, false);
+  const int64_t a[4] = {2, 3, 67, 33}, b[4] = {1, 3, 96, 128};
+  compare_with_reference(m, a, 2);
+  compare_with_reference(m, b, 1);
+  cb_module_free(m);
+}
+
+Test(plan, refuses_train_mode) {
+  cb_error err = {0};
+  json_t *cfg = json_loads("{\"type\": \"ResNet\", \"depth\": 18}", 0, NULL);
+  cb_module *m = build_json(cfg, "model.backbone");
+  json_decref(cfg);
+  const int64_t shape[4] = {1, 3, 32, 32};
+  cr_assert_null(cb_plan_compile(m, shape, 1, &err));
+  cr_assert(strstr(err.msg, "training mode"), "%s", err.msg);
+  cb_module_free(m);
+}
+
+Test(plan, refuses_wrong_input_shape) {
+  cb_error err = {0};
+  json_t *cfg = json_loads("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+                           "\"stem_channels\": 8}",
+                           0, NULL);
+  cb_module *m = build_json(cfg, "model.backbone");
+  json_decref(cfg);
+  cb_module_train(m, false);
+  const int64_t shape[4] = {1, 3, 32, 32};
+  cb_plan *plan = cb_plan_compile(m, shape, 1, &err);
+  cr_assert_not_null(plan, "%s", err.msg);
+  cb_tensor *x = cb_tensor_new4(1, 3, 32, 40, &err);
+  cb_tensor_list outs = {0};
+  cr_assert_eq(cb_plan_run(plan, x, &outs, &err), -1);
+  cr_assert(strstr(err.msg, "1x3x32x32"), "%s", err.msg);
+  cr_assert_eq(outs.n, 0);
+  cb_tensor_free(x);
+  cb_plan_free(plan);
+  cb_module_free(m);
+}

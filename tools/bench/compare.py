@@ -1,0 +1,212 @@
+#!/usr/bin/python3
+"""cbrick's compiled plan against PyTorch on the same backbone, weights and input.
+
+    tools/bench/compare.py CONFIG [--shape 1x3x224x224] [--threads 1 2] [--iters 20]
+                           [--warmup 3] [--rounds 3] [--build build]
+
+Saves the weights cbrick initialises (`cbrick run --save-weights`) and its outputs, builds the
+same model with tools/fixtures/resnet.py's PyTorch reference, loads the weights and checks the
+outputs agree. Then times, alternating round by round with the same thread count: cbrick bench
+(--json), PyTorch eager and frozen TorchScript (torch.jit.freeze + optimize_for_inference),
+each in its own process so that peak RSS is measured per runner. Prints a table of medians
+and ratios, and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s.
+"""
+import argparse
+import datetime
+import json
+import os
+import resource
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.join(ROOT, "tools", "fixtures"))
+
+
+def parse_shape(text):
+    return [int(v) for v in text.split("x")]
+
+
+def backbone_cfg(cbrick, config):
+    out = subprocess.run([cbrick, "config", config], check=True, capture_output=True, text=True)
+    return json.loads(out.stdout)["model"]["backbone"]
+
+
+def torch_model(cfg, weights):
+    import torch
+    import resnet
+    import st
+    model = resnet.from_cfg(cfg)
+    state = st.load(weights)
+    model.load_state_dict(state, strict=True)
+    model.eval()
+    return model
+
+
+def torch_worker(args):
+    """Runs in its own process: prints one JSON object with the timings and peak RSS."""
+    import torch
+    torch.set_num_threads(args.threads[0])
+    cfg = json.loads(args.cfg_json)
+    model = torch_model(cfg, args.weights)
+    x = torch.randn(*parse_shape(args.shape), generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        if args.worker == "frozen":
+            traced = torch.jit.trace(model, x, strict=False)
+            model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
+        for _ in range(args.warmup):
+            model(x)
+        times = []
+        for _ in range(args.iters):
+            t0 = time.perf_counter()
+            model(x)
+            times.append((time.perf_counter() - t0) * 1e3)
+    print(json.dumps({"median_ms": statistics.median(times), "min_ms": min(times),
+                      "max_ms": max(times), "peak_rss_bytes": peak_rss()}))
+
+
+def peak_rss():
+    """VmHWM of this process image (ru_maxrss would include the parent's RSS at fork)."""
+    try:
+        with open("/proc/self/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+
+
+def run_json(cmd, env=None):
+    out = subprocess.run(cmd, check=True, capture_output=True, text=True, env=env)
+    return json.loads(out.stdout.strip().splitlines()[-1])
+
+
+def rel_l2(a, b):
+    import torch
+    return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-30))
+
+
+def check_agreement(cbrick, config, cfg, shape, tmp):
+    """cbrick's outputs (plan) on a saved input against PyTorch eager on the same input."""
+    import numpy as np
+    import torch
+    import st
+    weights = os.path.join(tmp, "weights.safetensors")
+    x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
+    np.save(os.path.join(tmp, "x.npy"), x.numpy())
+    out = os.path.join(tmp, "out.safetensors")
+    subprocess.run([cbrick, "--quiet", "run", config, "--input", os.path.join(tmp, "x.npy"),
+                    "--save-weights", weights, "--output", out], check=True, capture_output=True)
+    model = torch_model(cfg, weights)
+    with torch.no_grad():
+        want = model(x)
+    got = st.load(out)
+    errors = [rel_l2(got[f"feat.{i}"], w) for i, w in enumerate(want)]
+    return weights, errors
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("config")
+    p.add_argument("--shape", default="1x3x224x224")
+    p.add_argument("--threads", type=int, nargs="+", default=[1])
+    p.add_argument("--iters", type=int, default=20)
+    p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--rounds", type=int, default=3)
+    p.add_argument("--build", default=os.path.join(ROOT, "build"))
+    p.add_argument("--no-frozen", action="store_true", help="skip frozen TorchScript")
+    p.add_argument("--worker", choices=["eager", "frozen"], help=argparse.SUPPRESS)
+    p.add_argument("--weights", help=argparse.SUPPRESS)
+    p.add_argument("--cfg-json", help=argparse.SUPPRESS)
+    args = p.parse_args()
+    if args.worker:
+        return torch_worker(args)
+
+    import torch
+    cbrick = os.path.join(args.build, "bin", "cbrick")
+    cfg = backbone_cfg(cbrick, args.config)
+    shape = parse_shape(args.shape)
+    with tempfile.TemporaryDirectory(prefix="cbrick-bench.") as tmp:
+        weights, errors = check_agreement(cbrick, args.config, cfg, shape, tmp)
+        print(f"# {args.config} {args.shape}: cbrick plan vs PyTorch relative L2 per output: "
+              + ", ".join(f"{e:.2e}" for e in errors))
+        if max(errors) > 1e-4:
+            print("# outputs DISAGREE", file=sys.stderr)
+            return 1
+        rows = []
+        for threads in args.threads:
+            rows.append(compare(args, cbrick, cfg, weights, threads))
+    peak = {}
+    for threads in args.threads:
+        peak[threads] = run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
+    print_table(args, rows, peak, torch.__version__)
+    return 0
+
+
+def compare(args, cbrick, cfg, weights, threads):
+    runners = {
+        "cbrick": [cbrick, "--quiet", "bench", args.config, "--weights", weights, "--shape",
+                   args.shape, "--threads", str(threads), "--iters", str(args.iters), "--warmup",
+                   str(args.warmup), "--json"],
+        "eager": [sys.executable, os.path.abspath(__file__), args.config, "--worker", "eager"],
+    }
+    if not args.no_frozen:
+        runners["frozen"] = [sys.executable, os.path.abspath(__file__), args.config, "--worker",
+                             "frozen"]
+    common = ["--weights", weights, "--cfg-json", json.dumps(cfg), "--shape", args.shape,
+              "--threads", str(threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
+    results = {name: [] for name in runners}
+    env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    for _ in range(args.rounds):
+        for name, cmd in runners.items():
+            results[name].append(run_json(cmd + (common if name != "cbrick" else []), env))
+    row = {"threads": threads}
+    for name, rs in results.items():
+        row[name] = {"median_ms": statistics.median(r["median_ms"] for r in rs),
+                     "min_ms": min(r["min_ms"] for r in rs),
+                     "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
+    row["gflops"] = statistics.median(r["gflops"] for r in results["cbrick"])
+    row["flops"] = results["cbrick"][0]["flops"]
+    return row
+
+
+def cpu_model():
+    try:
+        out = subprocess.run(["lscpu"], capture_output=True, text=True).stdout
+        for line in out.splitlines():
+            if line.startswith("Model name:"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return "unknown"
+
+
+def print_table(args, rows, peak, torch_version):
+    print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  CPU: {cpu_model()}  "
+          f"PyTorch {torch_version}  {args.rounds} alternating rounds x {args.iters} iterations")
+    print(f"# {args.config} {args.shape}")
+    head = (f"{'thr':>3} {'cbrick ms':>10} {'eager ms':>9} {'frozen ms':>9} {'cb/eager':>8} "
+            f"{'cb/frozen':>9} {'GFLOP/s':>8} {'%peak':>6} {'cb RSS MiB':>10} {'eager RSS':>9} "
+            f"{'RSS ratio':>9}")
+    print(head)
+    for r in rows:
+        cb, eager = r["cbrick"], r["eager"]
+        frozen = r.get("frozen")
+        fz = f"{frozen['median_ms']:9.2f}" if frozen else f"{'-':>9}"
+        fr = f"{cb['median_ms'] / frozen['median_ms']:9.3f}" if frozen else f"{'-':>9}"
+        pk = peak[r["threads"]]["peak_gflops"]
+        print(f"{r['threads']:>3} {cb['median_ms']:10.2f} {eager['median_ms']:9.2f} {fz} "
+              f"{cb['median_ms'] / eager['median_ms']:8.3f} {fr} {r['gflops']:8.1f} "
+              f"{100 * r['gflops'] / pk:5.1f}% {cb['peak_rss_bytes'] / 2**20:10.1f} "
+              f"{eager['peak_rss_bytes'] / 2**20:9.1f} "
+              f"{cb['peak_rss_bytes'] / eager['peak_rss_bytes']:9.3f}")
+    print("# FMA peak (cbrick bench --peak): "
+          + ", ".join(f"{t} thr {v['peak_gflops']:.0f} GFLOP/s" for t, v in peak.items()))
+
+
+if __name__ == "__main__":
+    sys.exit(main())
