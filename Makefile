@@ -81,7 +81,7 @@ $(foreach d,$(PLUGIN_DIRS),$(eval $(call plugin_dir_rule,$(d))))
 
 # Test plugins are built the way an out-of-tree author would: against the
 # public headers only, without linking libcbrick.
-$(BUILD)/tests/plugins/%.so: tests/plugins/%.c
+$(BUILD)/tests/plugins/%.so: tests/plugins/%.c $(wildcard core/include/*.h core/include/cbrick/*.h)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) -shared -o $@ $< $(SAN)
 

@@ -31,6 +31,10 @@ static cb_module *build_variant(cb_args *a, bool avg_down, cb_error *err) {
   }
   cb_module *m = cb_build("BACKBONES", cfg, NULL, cb_args_path(a), err);
   json_decref(cfg);
+  if (m && cb_module_set_kind(m, avg_down ? "ResNetV1d" : "ResNetV1c", err)) {
+    cb_module_free(m);
+    return NULL;
+  }
   return m;
 }
 

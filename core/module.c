@@ -28,6 +28,7 @@ void cb_module_free(cb_module *m) {
     cb_tensor_free(m->params[i].tensor);
   }
   free(m->params);
+  free(m->kind_override);
   if (m->ops->destroy)
     m->ops->destroy(m->impl);
   else
@@ -151,10 +152,21 @@ cb_module *cb_module_find(const cb_module *m, const char *dotted) {
   return owner ? cb_module_child(owner, last) : NULL;
 }
 
-const char *cb_module_kind(const cb_module *m) { return m->ops->kind; }
+const char *cb_module_kind(const cb_module *m) {
+  return m->kind_override ? m->kind_override : m->ops->kind;
+}
+
+int cb_module_set_kind(cb_module *m, const char *kind, cb_error *err) {
+  char *copy = strdup(kind);
+  if (!copy) return cb_fail(err, "%s: out of memory", m->ops->kind);
+  free(m->kind_override);
+  m->kind_override = copy;
+  return 0;
+}
 
 bool cb_module_is(const cb_module *m, const char *kind) {
   if (strcmp(m->ops->kind, kind) == 0) return true;
+  if (m->kind_override && strcmp(m->kind_override, kind) == 0) return true;
   for (const char *const *b = m->ops->bases; b && *b; b++)
     if (strcmp(*b, kind) == 0) return true;
   return false;
@@ -245,10 +257,10 @@ static void print_tree(const cb_module *m, FILE *out, int indent) {
   char extra[512] = "";
   if (m->ops->extra_repr) m->ops->extra_repr(m, extra, sizeof extra);
   if (m->n_children == 0) {
-    fprintf(out, "%s(%s)", m->ops->kind, extra);
+    fprintf(out, "%s(%s)", cb_module_kind(m), extra);
     return;
   }
-  fprintf(out, "%s(\n", m->ops->kind);
+  fprintf(out, "%s(\n", cb_module_kind(m));
   if (*extra) fprintf(out, "%*s%s\n", indent + 2, "", extra);
   for (int i = 0; i < m->n_children; i++) {
     fprintf(out, "%*s(%s): ", indent + 2, "", m->child_names[i]);

@@ -109,6 +109,9 @@ static cb_plan_stats check_fixture(const char *name, int threads) {
   return s;
 }
 
+Test(plan, fixture_resnext_grouped) {
+  check_fixture("resnext", 2);
+}
 Test(plan, fixture_r18) {
   check_fixture("r18", 1);
 }

@@ -125,6 +125,38 @@ static void check_fixture(const char *name) {
   json_decref(cases);
 }
 
+Test(resnet, fixture_resnext) {
+  check_fixture("resnext");
+}
+
+Test(resnet, resnext_grouped_widths_and_errors) {
+  cb_module *m = build_ok("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 32, "
+                          "\"base_width\": 4}");
+  cr_assert_str_eq(cb_module_kind(m), "ResNeXt");
+  cr_assert(cb_module_is(m, "ResNet"), "a ResNeXt still answers to ResNet (init_cfg layers)");
+  /* torchvision's resnext50_32x4d has 22,979,904 parameters besides fc. */
+  cr_assert_eq(cb_module_count_params(m), 22979904);
+  cb_param *w = cb_module_find_param(m, "layer1.0.conv2.weight");
+  cr_assert_eq(w->tensor->shape[0], 128);
+  cr_assert_eq(w->tensor->shape[1], 4, "128 channels in 32 groups");
+  cb_module_free(m);
+  expect_error("{\"type\": \"ResNeXt\", \"depth\": 34}",
+               "model.backbone.depth: invalid depth 34 for ResNeXt: expected one of 50, 101, 152");
+  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"groups\": 2}",
+               "model.backbone.groups: grouped convolutions need Bottleneck blocks");
+  expect_error("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 0}",
+               "model.backbone.groups: expected an integer from 1");
+}
+
+Test(resnet, variants_name_their_kind) {
+  cb_module *m = build_ok("{\"type\": \"ResNetV1c\", \"depth\": 18}");
+  cr_assert_str_eq(cb_module_kind(m), "ResNetV1c");
+  cb_module_free(m);
+  m = build_ok("{\"type\": \"ResNetV1d\", \"depth\": 18}");
+  cr_assert_str_eq(cb_module_kind(m), "ResNetV1d");
+  cb_module_free(m);
+}
+
 Test(resnet, fixture_r18) {
   check_fixture("r18");
 }

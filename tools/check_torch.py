@@ -3,8 +3,8 @@
 For each shipped config, the PyTorch reference ResNet (tools/fixtures/resnet.py) is built from
 the config as `cbrick config` resolves it, given conditioned random weights, and run in
 float64; cbrick runs the same weights and input; every output must agree to relative L2 1e-4.
-The ResNet-50 weights are also loaded into torchvision's resnet50, whose own forward up to
-layer4 must agree as well."""
+The ResNet-50 and ResNeXt-50 weights are also loaded into torchvision's resnet50 and
+resnext50_32x4d, whose own forward up to layer4 must agree as well."""
 import json
 import os
 import subprocess
@@ -26,7 +26,11 @@ CASES = [  # (config, input shape)
     ("configs/resnet/resnet101_v1b.json", (1, 3, 160, 160)),
     ("configs/resnet/resnet50_v1c_d8.json", (1, 3, 128, 256)),
     ("configs/resnet/resnet50_v1d.json", (1, 3, 224, 224)),
+    ("configs/resnext/resnext50_32x4d.json", (1, 3, 160, 160)),
 ]
+# Shipped configs whose weights torchvision's own model must accept and agree with.
+TORCHVISION = {"configs/resnet/resnet50_v1b.json": "resnet50",
+               "configs/resnext/resnext50_32x4d.json": "resnext50_32x4d"}
 
 
 def cbrick(build, *args):
@@ -70,10 +74,10 @@ def check_case(build, config, shape, gen, tmp):
     return ok, model, x
 
 
-def check_torchvision(model, x, got_last):
+def check_torchvision(name, model, x, got_last):
     import torchvision
 
-    tv = torchvision.models.resnet50(weights=None)
+    tv = getattr(torchvision.models, name)(weights=None)
     sd = {k: v for k, v in model.float().state_dict().items()}
     missing = tv.load_state_dict(sd, strict=False)
     assert set(missing.missing_keys) == {"fc.weight", "fc.bias"}, missing
@@ -84,7 +88,7 @@ def check_torchvision(model, x, got_last):
         want = tv.layer4(tv.layer3(tv.layer2(tv.layer1(h))))
     err = rel_l2(got_last, want)
     ok = err <= TOLERANCE
-    print(f"{'ok  ' if ok else 'FAIL'} torchvision resnet50 layer4: {err:.2e}")
+    print(f"{'ok  ' if ok else 'FAIL'} torchvision {name} layer4: {err:.2e}")
     return ok
 
 
@@ -96,10 +100,10 @@ def main():
         for config, shape in CASES:
             ok, model, x = check_case(build, config, shape, gen, tmp)
             failures += not ok
-            if config.endswith("resnet50_v1b.json"):
+            if config in TORCHVISION:
                 got = run_cbrick(build, config, os.path.join(tmp, "w.safetensors"), x, tmp)
-                failures += not check_torchvision(model, x, got[-1])
-    print(f"{len(CASES) + 1 - failures} passed, {failures} failed")
+                failures += not check_torchvision(TORCHVISION[config], model, x, got[-1])
+    print(f"{len(CASES) + len(TORCHVISION) - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 
 

@@ -18,6 +18,7 @@ typedef struct resnet_cfg {
   bool out_index[RESNET_MAX_STAGES];
   bool caffe, deep_stem, avg_down, norm_eval, contract_dilation, with_cp, zero_init_residual;
   int frozen_stages;
+  int groups, base_width; /* ResNeXt's grouped 3x3 convs in Bottlenecks (1 and 4: plain) */
   json_t *conv_cfg, *norm_cfg, *dcn, *plugins, *init_cfg;
   bool stage_with_dcn[RESNET_MAX_STAGES];
   int n_multi_grid; /* 0: no multi_grid */

@@ -219,6 +219,20 @@ static int read_init(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   return 0;
 }
 
+/* ResNeXt's arguments: grouped 3x3 convs of width floor(planes * base_width /
+ * base_channels) * groups, Bottleneck depths only. */
+static int read_groups(cb_args *a, resnet_cfg *cfg, cb_error *err) {
+  if (read_int(a, "groups", 1, 1, &cfg->groups, err) ||
+      read_int(a, "base_width", 4, 1, &cfg->base_width, err))
+    return -1;
+  if (cfg->groups != 1 && cfg->depth < 50)
+    return cb_args_fail(a, "groups", err,
+                        "grouped convolutions need Bottleneck blocks (depth 50, 101 or 152), "
+                        "found depth %d",
+                        cfg->depth);
+  return 0;
+}
+
 static int read_flags(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   if (cb_args_bool(a, "deep_stem", false, &cfg->deep_stem, err)) return -1;
   if (cb_args_bool(a, "avg_down", false, &cfg->avg_down, err)) return -1;
@@ -242,6 +256,7 @@ int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *
   if (read_per_stage(a, "dilations", dilations, cfg->dilations, cfg->num_stages, err)) return -1;
   if (read_out_indices(a, cfg, err) || read_style(a, cfg, err)) return -1;
   if (read_flags(a, cfg, err) || read_frozen(a, cfg, err)) return -1;
+  if (read_groups(a, cfg, err)) return -1;
   if (cfg->deep_stem && cfg->stem_channels < 2)
     return cb_args_fail(a, "stem_channels", err, "expected at least 2 with deep_stem, found %d",
                         cfg->stem_channels);

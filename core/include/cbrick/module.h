@@ -53,6 +53,7 @@ struct cb_module {
   cb_module **children;
   int n_params;
   cb_param *params; /* parameters and buffers, in registration order */
+  char *kind_override; /* set by cb_module_set_kind; NULL uses ops->kind */
 };
 
 /* New module in training mode (as PyTorch's), owning impl. */
@@ -77,6 +78,9 @@ CB_API cb_param *cb_module_param(const cb_module *m, const char *name);
 CB_API cb_param *cb_module_find_param(const cb_module *m, const char *dotted);
 CB_API cb_module *cb_module_find(const cb_module *m, const char *dotted);
 CB_API const char *cb_module_kind(const cb_module *m);
+/* Names this instance's kind (a variant built by another entry: "ResNetV1c" over
+ * "ResNet"); cb_module_is still answers to ops->kind and its bases. */
+CB_API int cb_module_set_kind(cb_module *m, const char *kind, cb_error *err);
 /* True when m's kind or one of its bases equals kind. */
 CB_API bool cb_module_is(const cb_module *m, const char *kind);
 
