@@ -95,6 +95,26 @@ test: all $(TESTS) $(TEST_PLUGINS)
 	tests/cli.sh $(BUILD)
 	tests/sdk.sh $(BUILD)
 
+# libFuzzer targets (clang) over the library sources, each run for FUZZ_SECONDS.
+FUZZ_CC ?= clang
+FUZZ_SECONDS ?= 60
+FUZZ_TARGETS := $(patsubst tests/fuzz/%.c,%,$(wildcard tests/fuzz/fuzz_*.c))
+FUZZ_CFLAGS := -g -O1 -std=gnu11 -fsanitize=fuzzer,address,undefined -fno-sanitize-recover=all \
+	-fno-omit-frame-pointer -DFUZZING_BUILD_MODE_UNSAFE_FOR_PRODUCTION -Icore/include \
+	$(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+.PHONY: fuzz
+$(BUILD)/fuzz/fuzz_%: tests/fuzz/fuzz_%.c $(LIB_SRC) $(wildcard core/*.h core/kernels/*.h registry/*.h core/include/cbrick/*.h)
+	@mkdir -p $(dir $@)
+	$(FUZZ_CC) $(FUZZ_CFLAGS) $< $(LIB_SRC) -o $@ $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lm -lpthread
+fuzz: $(addprefix $(BUILD)/fuzz/,$(FUZZ_TARGETS))
+	@for t in $(FUZZ_TARGETS); do \
+	  mkdir -p $(BUILD)/fuzz/corpus/$$t tests/fuzz/corpus/$${t#fuzz_}; \
+	  echo "fuzz: $$t for $(FUZZ_SECONDS) s"; \
+	  $(BUILD)/fuzz/$$t -max_total_time=$(FUZZ_SECONDS) -print_final_stats=1 -timeout=10 \
+	    -rss_limit_mb=2048 -artifact_prefix=$(BUILD)/fuzz/$$t- $(BUILD)/fuzz/corpus/$$t \
+	    tests/fuzz/corpus/$${t#fuzz_} || exit 1; \
+	done
+
 # Installs the SDK into a temporary prefix and builds the examples against it.
 test-sdk: all
 	tests/sdk.sh $(BUILD)
@@ -135,5 +155,5 @@ format:
 clean:
 	rm -rf $(BUILD) build-asan
 
--include $(shell find $(BUILD)/obj -name '*.d' 2>/dev/null)
+-include $(shell find $(BUILD)/obj $(BUILD)/tests -name '*.d' 2>/dev/null)
 .SECONDARY:

@@ -7,6 +7,9 @@
 #include "plan_internal.h"
 
 int plan_add_value(cb_plan *plan, const int64_t *shape, int producer, cb_error *err) {
+  /* shape may point into plan->values, which the realloc below can move. */
+  int64_t copy[sizeof plan->values[0].shape / sizeof(int64_t)];
+  memcpy(copy, shape, sizeof copy);
   if (plan->n_values == plan->cap_values) {
     int cap = plan->cap_values ? plan->cap_values * 2 : 64;
     plan_value *v = realloc(plan->values, (size_t)cap * sizeof *v);
@@ -16,7 +19,7 @@ int plan_add_value(cb_plan *plan, const int64_t *shape, int producer, cb_error *
   }
   plan_value *v = &plan->values[plan->n_values];
   *v = (plan_value){.producer = producer, .last_use = -1};
-  memcpy(v->shape, shape, sizeof v->shape);
+  memcpy(v->shape, copy, sizeof v->shape);
   return plan->n_values++;
 }
 

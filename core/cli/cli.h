@@ -56,13 +56,14 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
 
 #define CLI_USAGE_LIST "cbrick list [REGISTRY]"
 #define CLI_USAGE_CONFIG "cbrick config CONFIG [--cfg-options K=V ...]"
-#define CLI_USAGE_BUILD "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N]"
+#define CLI_USAGE_BUILD                                                                            \
+  "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N] [--max-memory SIZE]"
 #define CLI_USAGE_CONVERT "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--prefix P] [--strip-module]"
 #define CLI_USAGE_INSPECT "cbrick inspect FILE"
 #define CLI_USAGE_RUN                                                                              \
   "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "               \
   "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "     \
-  "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] "                          \
+  "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] [--max-memory SIZE] "                          \
   "[--save-weights W.safetensors] [--reference] [--threads N]"
 #define CLI_USAGE_BENCH                                                                            \
   "cbrick bench CONFIG [--cfg-options K=V ...] [--weights W.safetensors] [--shape NxCxHxW] "       \

@@ -32,6 +32,8 @@ static const char help_text[] =
     "      times the plan (or --reference) on a random input: median, min, max ms, GFLOP/s,\n"
     "      peak RSS; --profile adds a per-node table, --json prints one object; --peak\n"
     "      measures the float32 FMA peak of the machine\n"
+    "  --max-memory SIZE (run, build --shape) refuses a forward whose estimated memory exceeds\n"
+    "      SIZE (8G, 512M, none; default 80% of the machine's memory)\n"
     "  " CLI_USAGE_CONVERT "\n"
     "      a PyTorch checkpoint's state dict as safetensors; --strip-module drops a leading\n"
     "      'module.', --prefix keeps only the keys under it (stripped)\n"

@@ -29,7 +29,9 @@ CB_API const char *cb_registry_provider(const char *registry, const char *type);
 
 typedef int (*cb_registry_fn)(const char *registry, const char *type, const char *provider,
                               void *ud);
-/* Every entry of one registry (or of all when registry is NULL), sorted by registry then type. */
+/* Every entry of one registry (or of all when registry is NULL), sorted by registry then type.
+ * The type and provider strings are valid during the callback only; registry names stay
+ * valid until cb_registry_clear. */
 CB_API int cb_registry_foreach(const char *registry, cb_registry_fn fn, void *ud);
 CB_API void cb_registry_clear(void);
 
