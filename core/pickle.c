@@ -171,12 +171,18 @@ const char *pk_kind_name(const pk_value *v) {
 
 static int vm_fail(pk_vm *vm, const char *fmt, const char *a, const char *b) {
   char msg[1024];
+  /* fmt takes one or two %s; an unused trailing argument is harmless. */
+  // cppcheck-suppress wrongPrintfScanfArgNum
   snprintf(msg, sizeof(msg), fmt, a ? a : "", b ? b : "");
   return cb_fail(vm->err, "%s at offset %zu: %s", vm->label, vm->op_at, msg);
 }
 
+static int vm_error(pk_vm *vm, const char *msg) {
+  return cb_fail(vm->err, "%s at offset %zu: %s", vm->label, vm->op_at, msg);
+}
+
 static int oom(pk_vm *vm) {
-  return vm_fail(vm, "out of memory", NULL, NULL);
+  return cb_fail(vm->err, "%s at offset %zu: out of memory", vm->label, vm->op_at);
 }
 
 /* Grows *items (of elem bytes each) so that it holds at least need entries. */
@@ -322,7 +328,7 @@ static size_t floor_of(const pk_vm *vm) {
 
 static pk_value *pop(pk_vm *vm) {
   if (vm->sp <= floor_of(vm)) {
-    vm_fail(vm, "pickle stack underflow", NULL, NULL);
+    vm_error(vm, "pickle stack underflow");
     return NULL;
   }
   return vm->stack[--vm->sp];
@@ -330,7 +336,7 @@ static pk_value *pop(pk_vm *vm) {
 
 static pk_value *top(pk_vm *vm) {
   if (vm->sp <= floor_of(vm)) {
-    vm_fail(vm, "pickle stack underflow", NULL, NULL);
+    vm_error(vm, "pickle stack underflow");
     return NULL;
   }
   return vm->stack[vm->sp - 1];
@@ -338,7 +344,7 @@ static pk_value *top(pk_vm *vm) {
 
 /* Pops back to the innermost mark; the popped values are vm->stack[*from, vm->sp). */
 static int pop_mark(pk_vm *vm, size_t *from) {
-  if (!vm->nmarks) return vm_fail(vm, "pickle opcode needs a MARK, and there is none", NULL, NULL);
+  if (!vm->nmarks) return vm_error(vm, "pickle opcode needs a MARK, and there is none");
   *from = vm->marks[--vm->nmarks];
   return 0;
 }
@@ -348,7 +354,7 @@ static int memo_put(pk_vm *vm, uint64_t index) {
   if (!v) return -1;
   /* A pickler numbers its memo entries from 0, one PUT each, so an index past
    * the pickle's length cannot be genuine. */
-  if (index > vm->size) return vm_fail(vm, "memo index is out of range", NULL, NULL);
+  if (index > vm->size) return vm_error(vm, "memo index is out of range");
   if (grow(vm, (void **)&vm->memo, &vm->memo_cap, (size_t)index + 1, sizeof(v))) return -1;
   if (!vm->memo[index]) vm->memo_count++;
   vm->memo[index] = v;
@@ -357,7 +363,7 @@ static int memo_put(pk_vm *vm, uint64_t index) {
 
 static int memo_get(pk_vm *vm, uint64_t index) {
   if (index >= vm->memo_cap || !vm->memo[index])
-    return vm_fail(vm, "memo entry is read before it is written", NULL, NULL);
+    return vm_error(vm, "memo entry is read before it is written");
   return push(vm, vm->memo[index]);
 }
 
@@ -365,7 +371,7 @@ static int memo_get(pk_vm *vm, uint64_t index) {
 
 static const unsigned char *take(pk_vm *vm, uint64_t n) {
   if (n > vm->size - vm->pos) {
-    vm_fail(vm, "pickle is truncated", NULL, NULL);
+    vm_error(vm, "pickle is truncated");
     return NULL;
   }
   const unsigned char *p = vm->data + vm->pos;
@@ -386,10 +392,10 @@ static int read_uint(pk_vm *vm, int nbytes, uint64_t *out) {
 static int read_line(pk_vm *vm, char *buf, size_t cap) {
   const unsigned char *start = vm->data + vm->pos;
   const unsigned char *nl = memchr(start, '\n', vm->size - vm->pos);
-  if (!nl) return vm_fail(vm, "pickle is truncated (unterminated text argument)", NULL, NULL);
+  if (!nl) return vm_error(vm, "pickle is truncated (unterminated text argument)");
   size_t len = (size_t)(nl - start);
   if (len >= cap || memchr(start, 0, len))
-    return vm_fail(vm, "text argument is too long or holds a NUL byte", NULL, NULL);
+    return vm_error(vm, "text argument is too long or holds a NUL byte");
   memcpy(buf, start, len);
   buf[len] = 0;
   vm->pos += len + 1;
@@ -446,7 +452,7 @@ static int op_stack_global(pk_vm *vm) {
   if (module->kind != PK_STR || name->kind != PK_STR || module->u.str.len > 255 ||
       name->u.str.len > 255 || strlen(module->u.str.s) != module->u.str.len ||
       strlen(name->u.str.s) != name->u.str.len)
-    return vm_fail(vm, "STACK_GLOBAL needs two short strings", NULL, NULL);
+    return vm_error(vm, "STACK_GLOBAL needs two short strings");
   return push_global(vm, module->u.str.s, name->u.str.s);
 }
 
@@ -478,7 +484,7 @@ static pk_value *rebuild_tensor(pk_vm *vm, const pk_value *args) {
   int64_t offset, shape[CB_MAX_DIMS], stride[CB_MAX_DIMS];
   int ndim, nstride;
   if (n < 4 || n > 7) {
-    vm_fail(vm, "_rebuild_tensor_v2 called with a wrong number of arguments", NULL, NULL);
+    vm_error(vm, "_rebuild_tensor_v2 called with a wrong number of arguments");
     return NULL;
   }
   if (a[0]->kind != PK_STORAGE) {
@@ -487,13 +493,13 @@ static pk_value *rebuild_tensor(pk_vm *vm, const pk_value *args) {
     return NULL;
   }
   if (int_arg(a[1], &offset) || offset < 0) {
-    vm_fail(vm, "_rebuild_tensor_v2: storage offset must be a non-negative int", NULL, NULL);
+    vm_error(vm, "_rebuild_tensor_v2: storage offset must be a non-negative int");
     return NULL;
   }
   if (dims_arg(vm, a[2], shape, &ndim, "size") || dims_arg(vm, a[3], stride, &nstride, "stride"))
     return NULL;
   if (ndim != nstride) {
-    vm_fail(vm, "_rebuild_tensor_v2: size and stride have different lengths", NULL, NULL);
+    vm_error(vm, "_rebuild_tensor_v2: size and stride have different lengths");
     return NULL;
   }
   pk_value *t = value_new(vm, PK_TENSOR);
@@ -546,11 +552,11 @@ static pk_value *call(pk_vm *vm, pk_value *callable, pk_value *args, int depth) 
     return NULL;
   case G_SIZE:
     if (n == 1 && a[0]->kind == PK_TUPLE) return a[0];
-    vm_fail(vm, "torch.Size needs one tuple argument", NULL, NULL);
+    vm_error(vm, "torch.Size needs one tuple argument");
     return NULL;
   case G_REBUILD_FROM_TYPE_V2:
     if (depth < 4 && n >= 3 && a[2]->kind == PK_TUPLE) return call(vm, a[0], a[2], depth + 1);
-    vm_fail(vm, "_rebuild_from_type_v2 needs (func, type, args, state)", NULL, NULL);
+    vm_error(vm, "_rebuild_from_type_v2 needs (func, type, args, state)");
     return NULL;
   default:
     return opaque_from(vm, callable);
@@ -581,7 +587,7 @@ static int op_newobj(pk_vm *vm, int with_kwargs) {
 static int op_obj(pk_vm *vm) {
   size_t from = 0;
   if (pop_mark(vm, &from)) return -1;
-  if (vm->sp == from) return vm_fail(vm, "OBJ needs a class after its MARK", NULL, NULL);
+  if (vm->sp == from) return vm_error(vm, "OBJ needs a class after its MARK");
   pk_value *cls = vm->stack[from];
   vm->sp = from;
   return push(vm, instantiate(vm, cls));
@@ -613,15 +619,15 @@ static int op_persid(pk_vm *vm) {
   pk_value **a = pid->u.seq.items;
   if (pid->kind != PK_TUPLE || pid->u.seq.n != 5 || a[0]->kind != PK_STR ||
       strcmp(a[0]->u.str.s, "storage") != 0)
-    return vm_fail(vm, "persistent id must be ('storage', type, key, location, numel)", NULL, NULL);
+    return vm_error(vm, "persistent id must be ('storage', type, key, location, numel)");
   if (a[1]->kind != PK_GLOBAL || a[1]->u.global.id < G_STORAGE)
     return vm_fail(vm, "persistent id names an unknown storage type '%s'",
                    a[1]->kind == PK_GLOBAL ? a[1]->u.global.name : pk_kind_name(a[1]), NULL);
   if (a[2]->kind != PK_STR || strlen(a[2]->u.str.s) != a[2]->u.str.len)
-    return vm_fail(vm, "storage key must be a string", NULL, NULL);
+    return vm_error(vm, "storage key must be a string");
   int64_t numel;
   if (int_arg(a[4], &numel) || numel < 0)
-    return vm_fail(vm, "storage size must be a non-negative int", NULL, NULL);
+    return vm_error(vm, "storage size must be a non-negative int");
   pk_value *s = value_new(vm, PK_STORAGE);
   if (!s) return -1;
   s->u.storage.key = strdup(a[2]->u.str.s);
@@ -640,7 +646,7 @@ static int op_collect(pk_vm *vm, pk_kind kind) {
   pk_value *v = value_new(vm, kind);
   if (!v) return -1;
   if (kind == PK_DICT && (vm->sp - from) % 2 != 0)
-    return vm_fail(vm, "DICT needs key/value pairs", NULL, NULL);
+    return vm_error(vm, "DICT needs key/value pairs");
   for (size_t i = from; i < vm->sp; i++)
     if (seq_push(vm, v, vm->stack[i])) return -1;
   vm->sp = from;
@@ -648,7 +654,7 @@ static int op_collect(pk_vm *vm, pk_kind kind) {
 }
 
 static int op_tuple_n(pk_vm *vm, size_t n) {
-  if (vm->sp < floor_of(vm) + n) return vm_fail(vm, "pickle stack underflow", NULL, NULL);
+  if (vm->sp < floor_of(vm) + n) return vm_error(vm, "pickle stack underflow");
   pk_value *v = value_new(vm, PK_TUPLE);
   if (!v) return -1;
   for (size_t i = vm->sp - n; i < vm->sp; i++)
@@ -679,7 +685,7 @@ static int op_add_marked(pk_vm *vm, pk_kind want, const char *op) {
 }
 
 static int op_add_n(pk_vm *vm, size_t n, pk_kind want, const char *op) {
-  if (vm->sp < floor_of(vm) + n) return vm_fail(vm, "pickle stack underflow", NULL, NULL);
+  if (vm->sp < floor_of(vm) + n) return vm_error(vm, "pickle stack underflow");
   return add_items(vm, vm->sp - n, want, op);
 }
 
@@ -738,7 +744,7 @@ static int op_memo(pk_vm *vm, int nbytes, int put) {
 static int op_proto(pk_vm *vm) {
   uint64_t v;
   if (read_uint(vm, 1, &v)) return -1;
-  if (v > 5) return vm_fail(vm, "unsupported pickle protocol", NULL, NULL);
+  if (v > 5) return vm_error(vm, "unsupported pickle protocol");
   return 0;
 }
 
@@ -887,6 +893,6 @@ pk_value *pk_run(pk_vm *vm, const unsigned char *data, size_t size, cb_error *er
     if (step(vm, op)) return NULL;
   }
   vm->op_at = size;
-  vm_fail(vm, "pickle ends without a STOP opcode (truncated?)", NULL, NULL);
+  vm_error(vm, "pickle ends without a STOP opcode (truncated?)");
   return NULL;
 }
