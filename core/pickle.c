@@ -299,6 +299,7 @@ static pk_value *named_new(pk_vm *vm, pk_kind kind, const char *name, int id) {
 static int seq_push(pk_vm *vm, pk_value *seq, pk_value *item) {
   if (grow(vm, (void **)&seq->u.seq.items, &seq->u.seq.cap, seq->u.seq.n + 1, sizeof(item)))
     return -1;
+  if (!seq->u.seq.items) return oom(vm);
   seq->u.seq.items[seq->u.seq.n++] = item;
   return 0;
 }

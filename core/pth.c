@@ -171,9 +171,12 @@ static void convert_run(pk_storage_type type, const unsigned char *src, int64_t 
       l[i] = v;
       break;
     }
-    case PK_ST_I8:
-      l[i] = (int8_t)src[0];
+    case PK_ST_I8: {
+      int8_t v;
+      memcpy(&v, src, 1);
+      l[i] = v;
       break;
+    }
     case PK_ST_BOOL:
       b[i] = src[0] != 0;
       break;

@@ -99,7 +99,7 @@ static cb_tensor *replace(cb_tensor *old, cb_tensor *new_tensor) {
 static cb_tensor *image_input(const run_args *r, json_t *cfg, cb_error *err) {
   cb_image_norm norm;
   bool found;
-  int64_t h, w;
+  int64_t h = 0, w = 0;
   if (cb_image_norm_from_config(cfg, &norm, &found, err)) return NULL;
   if (!found)
     cb_warn("%s: no data_preprocessor or img_norm_cfg; feeding raw 0..255 RGB pixels",
