@@ -174,7 +174,8 @@ static void convert_run(pk_storage_type type, const unsigned char *src, int64_t 
     case PK_ST_I8: {
       int8_t v;
       memcpy(&v, src, 1);
-      l[i] = v;
+      l[i] = v; // NOLINT(bugprone-signed-char-misuse): int8 storages are signed
+
       break;
     }
     case PK_ST_BOOL:
