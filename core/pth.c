@@ -175,7 +175,6 @@ static void convert_run(pk_storage_type type, const unsigned char *src, int64_t 
       int8_t v;
       memcpy(&v, src, 1);
       l[i] = v; // NOLINT(bugprone-signed-char-misuse): int8 storages are signed
-
       break;
     }
     case PK_ST_BOOL:
