@@ -193,3 +193,8 @@ int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *ou
   if (cb_plan_add(b, out, identity, &sum, err)) return -1;
   return cb_plan_relu(b, sum, output, err);
 }
+
+/* BasicBlock and Bottleneck, the blocks built by this file's helpers. */
+bool block_is_builtin(const cb_module *m) {
+  return m->ops->init_weights == block_init_weights;
+}

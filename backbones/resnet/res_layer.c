@@ -91,27 +91,29 @@ static int first_dilation(const resnet_cfg *cfg, int stage, bool last_stage) {
   return d > 1 && cfg->contract_dilation ? d / 2 : d;
 }
 
-static cb_module *block_new(block_type type, const block_spec *spec, cb_module *downsample,
-                            cb_error *err) {
-  if (type == BLOCK_BASIC) return basic_block_new(spec, downsample, spec->cfg->path, err);
-  return bottleneck_new(spec, downsample, spec->cfg->path, err);
+static cb_module *block_new(const block_spec *spec, cb_module *downsample, cb_error *err) {
+  const resnet_cfg *cfg = spec->cfg;
+  if (cfg->block) return registered_block_new(spec, downsample, err);
+  if (cfg->basic) return basic_block_new(spec, downsample, cfg->path, err);
+  return bottleneck_new(spec, downsample, cfg->path, err);
 }
 
-static int add_block(cb_module *layer, block_type type, block_spec *spec, cb_module *downsample,
-                     bool *dcn_used, cb_error *err) {
+static int add_block(cb_module *layer, block_spec *spec, cb_module *downsample, bool *dcn_used,
+                     cb_error *err) {
   if (block_dcn(spec->cfg, spec->stage, dcn_used, &spec->dcn, err)) {
     cb_module_free(downsample);
     return -1;
   }
-  cb_module *block = block_new(type, spec, downsample, err);
+  cb_module *block = block_new(spec, downsample, err);
   json_decref(spec->dcn);
   spec->dcn = NULL;
   return add_indexed(layer, block, err);
 }
 
-cb_module *res_layer_new(const resnet_cfg *cfg, block_type type, int stage, int inplanes,
-                         int num_blocks, bool *dcn_used, cb_error *err) {
-  int planes = cfg->base_channels << stage, expansion = block_expansion(type);
+cb_module *res_layer_new(const resnet_cfg *cfg, int stage, int inplanes, bool *dcn_used,
+                         cb_error *err) {
+  int planes = cfg->base_channels << stage, expansion = cfg->expansion;
+  int num_blocks = cfg->stage_blocks[stage];
   int stride = cfg->strides[stage];
   bool last = stage == cfg->num_stages - 1;
   bool grid = last && cfg->n_multi_grid;
@@ -130,12 +132,12 @@ cb_module *res_layer_new(const resnet_cfg *cfg, block_type type, int stage, int 
     downsample = downsample_new(cfg, inplanes, planes * expansion, stride, err);
     if (!downsample) goto fail;
   }
-  if (add_block(layer, type, &spec, downsample, dcn_used, err)) goto fail;
+  if (add_block(layer, &spec, downsample, dcn_used, err)) goto fail;
   spec.inplanes = planes * expansion;
   spec.stride = 1;
   for (int i = 1; i < num_blocks; i++) {
     spec.dilation = grid ? cfg->multi_grid[i] : cfg->dilations[stage];
-    if (add_block(layer, type, &spec, NULL, dcn_used, err)) goto fail;
+    if (add_block(layer, &spec, NULL, dcn_used, err)) goto fail;
   }
   return layer;
 fail:

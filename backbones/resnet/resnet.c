@@ -206,16 +206,14 @@ static resnet *resnet_impl_new(const resnet_cfg *cfg, cb_error *err) {
 }
 
 static int add_layers(cb_module *m, const resnet_cfg *cfg, cb_error *err) {
-  block_type type = cfg->depth >= 50 ? BLOCK_BOTTLENECK : BLOCK_BASIC;
-  const int *blocks = resnet_stage_blocks(cfg->depth);
   int inplanes = cfg->stem_channels;
   bool dcn_used = false;
   for (int i = 0; i < cfg->num_stages; i++) {
     char name[16];
     snprintf(name, sizeof name, "layer%d", i + 1);
-    cb_module *res_layer = res_layer_new(cfg, type, i, inplanes, blocks[i], &dcn_used, err);
+    cb_module *res_layer = res_layer_new(cfg, i, inplanes, &dcn_used, err);
     if (!res_layer || cb_module_add_child(m, name, res_layer, err)) return -1;
-    inplanes = (cfg->base_channels << i) * block_expansion(type);
+    inplanes = (cfg->base_channels << i) * cfg->expansion;
   }
   return 0;
 }
@@ -251,5 +249,10 @@ static cb_module *build_resnet(cb_args *args, cb_error *err) {
   return m;
 }
 
-static const cb_plugin_entry entries[] = {{"BACKBONES", "ResNet", build_resnet, NULL}, {NULL}};
+static const cb_plugin_entry entries[] = {
+    {"BACKBONES", "ResNet", build_resnet, NULL},
+    {"RES_BLOCKS", "BasicBlock", build_basic_block_entry, NULL},
+    {"RES_BLOCKS", "Bottleneck", build_bottleneck_entry, NULL},
+    {NULL},
+};
 CB_PLUGIN("resnet", "mmseg's ResNet (V1b) backbone with BasicBlock / Bottleneck", entries);

@@ -24,6 +24,14 @@ typedef struct resnet_cfg {
   int n_multi_grid; /* 0: no multi_grid */
   int multi_grid[RESNET_MAX_GRID];
   const char *pretrained;
+  /* The block of every stage: NULL for BasicBlock / Bottleneck chosen by depth, else the
+   * config's `block` (borrowed), built through the RES_BLOCKS registry. */
+  json_t *block;
+  const char *block_type;
+  bool builtin_block; /* block_type is BasicBlock or Bottleneck */
+  bool basic;         /* BasicBlock: no after_conv3 plugins, no grouped convs */
+  int expansion;      /* a block's output channels per plane */
+  int stage_blocks[RESNET_MAX_STAGES];
 } resnet_cfg;
 
 /* Reads and checks the arguments. When norm_cfg is absent its default is created and
@@ -32,6 +40,13 @@ int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *
 
 /* Blocks per stage for a depth (arch_settings), or NULL for an unknown depth. */
 const int *resnet_stage_blocks(int depth);
+/* Reads `block` (after depth and num_stages): the block type, its expansion and the blocks per
+ * stage, from the depth table or the block's own stage_blocks. */
+int resnet_block_read(cb_args *a, resnet_cfg *cfg, cb_error *err);
+/* style: "pytorch" or "caffe". */
+int resnet_read_style(cb_args *a, bool *caffe, cb_error *err);
+/* Whether a plugins entry's position exists in the configured block. */
+bool resnet_plugin_position_ok(const resnet_cfg *cfg, const char *position);
 
 typedef enum block_type { BLOCK_BASIC, BLOCK_BOTTLENECK } block_type;
 
@@ -55,6 +70,13 @@ typedef struct res_block {
 } res_block;
 
 int block_expansion(block_type type);
+/* The RES_BLOCKS entries "BasicBlock" and "Bottleneck" (block_entry.c). */
+cb_module *build_basic_block_entry(cb_args *a, cb_error *err);
+cb_module *build_bottleneck_entry(cb_args *a, cb_error *err);
+/* One block of the config's `block` type through RES_BLOCKS (block_build.c); takes ownership
+ * of downsample (may be NULL), also on failure, and adds it as the child "downsample". */
+cb_module *registered_block_new(const block_spec *spec, cb_module *downsample, cb_error *err);
+bool block_is_builtin(const cb_module *m);
 /* Builds one block; takes ownership of downsample (may be NULL), also on failure. */
 cb_module *basic_block_new(const block_spec *spec, cb_module *downsample, const char *path,
                            cb_error *err);
@@ -89,8 +111,8 @@ int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *ou
 int res_layer_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err);
 
 /* ResLayer: a Sequential of blocks; dcn_used tracks the shared fallback_on_stride pop. */
-cb_module *res_layer_new(const resnet_cfg *cfg, block_type type, int stage, int inplanes,
-                         int num_blocks, bool *dcn_used, cb_error *err);
+cb_module *res_layer_new(const resnet_cfg *cfg, int stage, int inplanes, bool *dcn_used,
+                         cb_error *err);
 
 /* The stem: conv1/norm1/relu children of m, or a "stem" Sequential; then "maxpool".
  * Writes the norm child name into norm1_name. */

@@ -33,9 +33,14 @@ static int read_int(cb_args *a, const char *key, long long def, long long min, i
   return 0;
 }
 
+/* A `block` may bring its own depths (stage_blocks); resnet_block_read checks depth then. */
 static int read_depth(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   long long depth;
   if (cb_args_int_required(a, "depth", &depth, err)) return -1;
+  if (cb_args_has(a, "block") && depth > 0 && depth <= 1 << 20) {
+    cfg->depth = (int)depth;
+    return 0;
+  }
   if (!resnet_stage_blocks((int)depth) || depth != (int)depth)
     return cb_args_fail(a, "depth", err,
                         "invalid depth %lld for resnet: expected one of 18, 34, 50, 101, 152",
@@ -87,12 +92,12 @@ static int read_out_indices(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   return 0;
 }
 
-static int read_style(cb_args *a, resnet_cfg *cfg, cb_error *err) {
+int resnet_read_style(cb_args *a, bool *caffe, cb_error *err) {
   const char *style;
   if (cb_args_string(a, "style", "pytorch", &style, err)) return -1;
   if (strcmp(style, "pytorch") != 0 && strcmp(style, "caffe") != 0)
     return cb_args_fail(a, "style", err, "expected 'pytorch' or 'caffe', found '%s'", style);
-  cfg->caffe = strcmp(style, "caffe") == 0;
+  *caffe = strcmp(style, "caffe") == 0;
   return 0;
 }
 
@@ -137,7 +142,7 @@ static int read_multi_grid(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   int n;
   if (cb_args_int_list(a, "multi_grid", NULL, 0, v, RESNET_MAX_GRID, &n, err)) return -1;
   if (!cb_args_has(a, "multi_grid")) return 0;
-  int need = resnet_stage_blocks(cfg->depth)[cfg->num_stages - 1];
+  int need = cfg->stage_blocks[cfg->num_stages - 1];
   if (n < need)
     return cb_args_fail(a, "multi_grid", err,
                         "expected a dilation for each of the %d blocks of the last stage, found %d",
@@ -156,14 +161,17 @@ static int check_position(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
   const char *pos = NULL;
   if (cb_args_string(a, "position", NULL, &pos, err)) return -1;
   if (!pos) return cb_args_fail(a, "position", err, "required, but missing");
-  bool basic = cfg->depth < 50;
-  if (strcmp(pos, "after_conv1") == 0 || strcmp(pos, "after_conv2") == 0 ||
-      (!basic && strcmp(pos, "after_conv3") == 0))
-    return 0;
+  if (resnet_plugin_position_ok(cfg, pos)) return 0;
   return cb_args_fail(a, "position", err, "expected %s, found '%s'",
-                      basic ? "'after_conv1' or 'after_conv2' (BasicBlock)"
-                            : "'after_conv1', 'after_conv2' or 'after_conv3'",
+                      cfg->basic ? "'after_conv1' or 'after_conv2' (BasicBlock)"
+                                 : "'after_conv1', 'after_conv2' or 'after_conv3'",
                       pos);
+}
+
+/* A custom block takes any of the three and decides itself what it supports. */
+bool resnet_plugin_position_ok(const resnet_cfg *cfg, const char *pos) {
+  return strcmp(pos, "after_conv1") == 0 || strcmp(pos, "after_conv2") == 0 ||
+         (!cfg->basic && strcmp(pos, "after_conv3") == 0);
 }
 
 static int check_plugin_args(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
@@ -225,7 +233,11 @@ static int read_groups(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   if (read_int(a, "groups", 1, 1, &cfg->groups, err) ||
       read_int(a, "base_width", 4, 1, &cfg->base_width, err))
     return -1;
-  if (cfg->groups != 1 && cfg->depth < 50)
+  if (cfg->groups != 1 && cfg->basic && cfg->block)
+    return cb_args_fail(a, "groups", err,
+                        "grouped convolutions need Bottleneck blocks, found block type "
+                        "BasicBlock");
+  if (cfg->groups != 1 && cfg->basic)
     return cb_args_fail(a, "groups", err,
                         "grouped convolutions need Bottleneck blocks (depth 50, 101 or 152), "
                         "found depth %d",
@@ -251,10 +263,10 @@ int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *
   if (read_int(a, "in_channels", 3, 1, &cfg->in_channels, err)) return -1;
   if (read_int(a, "stem_channels", 64, 1, &cfg->stem_channels, err)) return -1;
   if (read_int(a, "base_channels", 64, 1, &cfg->base_channels, err)) return -1;
-  if (read_num_stages(a, cfg, err)) return -1;
+  if (read_num_stages(a, cfg, err) || resnet_block_read(a, cfg, err)) return -1;
   if (read_per_stage(a, "strides", strides, cfg->strides, cfg->num_stages, err)) return -1;
   if (read_per_stage(a, "dilations", dilations, cfg->dilations, cfg->num_stages, err)) return -1;
-  if (read_out_indices(a, cfg, err) || read_style(a, cfg, err)) return -1;
+  if (read_out_indices(a, cfg, err) || resnet_read_style(a, &cfg->caffe, err)) return -1;
   if (read_flags(a, cfg, err) || read_frozen(a, cfg, err)) return -1;
   if (read_groups(a, cfg, err)) return -1;
   if (cfg->deep_stem && cfg->stem_channels < 2)

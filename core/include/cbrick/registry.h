@@ -7,7 +7,7 @@
 #include "module.h"
 
 /* Registries map a type name to a constructor. Names in use: BACKBONES,
- * CONV_LAYERS, NORM_LAYERS, PLUGIN_LAYERS, ACTIVATION_LAYERS, POOLING_LAYERS;
+ * CONV_LAYERS, NORM_LAYERS, PLUGIN_LAYERS, ACTIVATION_LAYERS, POOLING_LAYERS, RES_BLOCKS;
  * any other name creates a new registry on first registration. */
 
 /* A constructor reads its arguments from args (the merged config object, with
