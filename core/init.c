@@ -6,6 +6,7 @@
 #include "cbrick/io.h"
 #include "cbrick/checkpoint.h"
 #include "cbrick/args.h"
+#include "weights_internal.h"
 
 /* ---- random numbers: PCG32 (O'Neill), seeded as pcg32_srandom ---- */
 
@@ -135,6 +136,7 @@ typedef struct initializer {
   bool fan_out, uniform;
   const char *nonlinearity;
   const char *checkpoint, *prefix;
+  json_t *revise_keys; /* borrowed; NULL: mmengine's default */
   int n_layers;
   const char *layers[MAX_INIT_LAYERS];
 } initializer;
@@ -201,6 +203,26 @@ static int read_kaiming(cb_args *a, initializer *in, bool caffe2, cb_error *err)
   return read_choice(a, "distribution", "normal", "normal", "uniform", &in->uniform, err);
 }
 
+/* revise_keys: a list of [pattern, replacement] string pairs (null: the default). */
+static int read_revise_keys(cb_args *a, initializer *in, cb_error *err) {
+  json_t *v = cb_args_value(a, "revise_keys");
+  in->revise_keys = v && !json_is_null(v) ? v : NULL;
+  if (!in->revise_keys) return 0;
+  if (!json_is_array(v))
+    return cb_args_fail(a, "revise_keys", err, "expected a list of [pattern, replacement] pairs");
+  size_t i;
+  json_t *pair;
+  json_array_foreach(v, i, pair) {
+    if (!json_is_array(pair) || json_array_size(pair) != 2)
+      return cb_fail(err, "%s.revise_keys[%zu]: expected [pattern, replacement]", cb_args_path(a),
+                     i);
+    for (size_t k = 0; k < 2; k++)
+      if (!json_is_string(json_array_get(pair, k)))
+        return cb_fail(err, "%s.revise_keys[%zu][%zu]: expected a string", cb_args_path(a), i, k);
+  }
+  return 0;
+}
+
 static int read_kind_args(cb_args *a, const char *type, initializer *in, cb_error *err) {
   if (strcmp(type, "Constant") == 0) {
     in->kind = INIT_CONSTANT;
@@ -230,6 +252,7 @@ static int read_kind_args(cb_args *a, const char *type, initializer *in, cb_erro
   cb_args_value(a, "map_location");
   if (cb_args_string(a, "checkpoint", NULL, &in->checkpoint, err)) return -1;
   if (!in->checkpoint) return cb_args_fail(a, "checkpoint", err, "required, but missing");
+  if (read_revise_keys(a, in, err)) return -1;
   return cb_args_string(a, "prefix", NULL, &in->prefix, err);
 }
 
@@ -305,40 +328,69 @@ static void apply_tree(const initializer *in, cb_module *m, bool whole, cb_rng *
   if (whole || matches_layer(in, m)) init_module(in, m, rng);
 }
 
-/* The checkpoint's tensors with `module.` stripped, or only the `prefix.` ones, stripped. */
-static cb_weights *select_keys(const cb_weights *w, const char *prefix, const char *path,
+/* The checkpoint's keys after revise_keys (mmengine's default strips a leading `module.`),
+ * as views of file's tensors. */
+static cb_weights *revise_keys(const initializer *in, const cb_weights *file, const char *path,
                                cb_error *err) {
+  static const cb_key_rule module_rule = {"^module\\.", ""};
+  if (!in->revise_keys) {
+    cb_weights *w = cb_weights_revise(file, &module_rule, 1, true, err);
+    if (!w) cb_error_prefix(err, "%s: default ", path);
+    return w;
+  }
+  int n = (int)json_array_size(in->revise_keys);
+  cb_key_rule *rules = calloc((size_t)n + 1, sizeof *rules);
+  if (!rules) {
+    cb_fail(err, "%s.revise_keys: out of memory", path);
+    return NULL;
+  }
+  for (int i = 0; i < n; i++) {
+    json_t *pair = json_array_get(in->revise_keys, (size_t)i);
+    rules[i].pattern = json_string_value(json_array_get(pair, 0));
+    rules[i].replacement = json_string_value(json_array_get(pair, 1));
+  }
+  cb_weights *w = cb_weights_revise(file, rules, n, true, err);
+  free(rules);
+  if (!w) cb_error_prefix(err, "%s.", path);
+  return w;
+}
+
+/* Only the `prefix.` keys of w, stripped, as views of w's tensors. */
+static cb_weights *select_prefix(const initializer *in, const cb_weights *w, const char *path,
+                                 cb_error *err) {
   cb_weights *out = cb_weights_new(err);
-  size_t plen = prefix ? strlen(prefix) : 0;
+  size_t plen = strlen(in->prefix);
   int kept = 0;
   for (int i = 0; out && i < cb_weights_count(w); i++) {
     const char *name = cb_weights_name(w, i);
-    if (strncmp(name, "module.", 7) == 0) name += 7;
-    if (prefix && (strncmp(name, prefix, plen) != 0 || name[plen] != '.')) continue;
-    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), err);
-    if (!t || cb_weights_add(out, prefix ? name + plen + 1 : name, t, err)) {
+    if (strncmp(name, in->prefix, plen) != 0 || name[plen] != '.') continue;
+    if (cb_weights_add_borrowed(out, name + plen + 1, cb_weights_tensor(w, i), err)) {
       cb_weights_free(out);
       return NULL;
     }
     kept++;
   }
-  if (out && prefix && !kept) {
+  if (out && !kept) {
     cb_weights_free(out);
-    cb_fail(err, "%s.prefix: no key of the checkpoint starts with '%s.'", path, prefix);
+    cb_fail(err, "%s.prefix: no key of the checkpoint starts with '%s.'%s", path, in->prefix,
+            in->revise_keys ? " (after revise_keys)" : "");
     return NULL;
   }
   return out;
 }
 
+/* The file's tensors are never copied on the way: revised and selected keys share them. */
 static int load_pretrained(const initializer *in, cb_module *m, const char *path, cb_error *err) {
   cb_weights *file = cb_checkpoint_read(in->checkpoint, err);
   if (!file) return cb_error_prefix(err, "%s.checkpoint: ", path);
-  cb_weights *w = select_keys(file, in->prefix, path, err);
+  cb_weights *revised = revise_keys(in, file, path, err);
+  cb_weights *w = revised && in->prefix ? select_prefix(in, revised, path, err) : revised;
+  int rc = w ? cb_module_load_weights(m, w, NULL, false, stderr, err) : -1;
+  if (w && rc) cb_error_prefix(err, "%s: loading '%s': ", path, in->checkpoint);
+  if (w != revised) cb_weights_free(w);
+  cb_weights_free(revised);
   cb_weights_free(file);
-  if (!w) return -1;
-  int rc = cb_module_load_weights(m, w, NULL, false, stderr, err);
-  cb_weights_free(w);
-  return rc ? cb_error_prefix(err, "%s: loading '%s': ", path, in->checkpoint) : 0;
+  return rc ? -1 : 0;
 }
 
 /* A copy of cfg without the listed keys. */

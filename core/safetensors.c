@@ -1,10 +1,13 @@
 #define _FILE_OFFSET_BITS 64
 #include <errno.h>
+#include <fcntl.h>
 #include <stdint.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/mman.h>
 #include <sys/stat.h>
-#include "cbrick/io.h"
+#include <unistd.h>
+#include "weights_internal.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
 #error "safetensors data is little-endian; cbrick reads it on little-endian hosts only"
@@ -12,6 +15,13 @@
 
 /* safetensors: u64 N, N bytes of JSON header, then the data block that
  * every entry's data_offsets [begin, end) points into. */
+
+/* The file, mapped read-only. */
+typedef struct st_file {
+  const char *path;
+  const unsigned char *map;
+  uint64_t size, header_len;
+} st_file;
 
 #define ST_MAX_HEADER (100u * 1000u * 1000u)
 
@@ -187,45 +197,28 @@ static int offsets_check(const char *path, st_entry *entries, int n, uint64_t *t
   return rc;
 }
 
-static int header_read(FILE *f, const char *path, json_t **out, uint64_t *header_len,
-                       cb_error *err) {
-  struct stat st;
-  unsigned char len8[8];
-  if (fstat(fileno(f), &st) != 0) return cb_fail(err, "%s: cannot stat the file", path);
-  uint64_t size = (uint64_t)st.st_size;
-  if (size < 8 || fread(len8, 1, 8, f) != 8)
-    return cb_fail(err, "%s: file is %llu bytes, too short for a safetensors header", path,
-                   (unsigned long long)size);
+static int header_read(st_file *f, json_t **out, cb_error *err) {
   uint64_t n = 0;
   for (int i = 7; i >= 0; i--)
-    n = (n << 8) | len8[i];
+    n = (n << 8) | f->map[i];
   if (n > ST_MAX_HEADER)
-    return cb_fail(err, "%s: header length %llu is larger than the 100 MB limit", path,
+    return cb_fail(err, "%s: header length %llu is larger than the 100 MB limit", f->path,
                    (unsigned long long)n);
-  if (n > size - 8)
-    return cb_fail(err, "%s: header length %llu runs past the end of the file (%llu bytes)", path,
-                   (unsigned long long)n, (unsigned long long)size);
-  char *text = malloc(n ? n : 1);
-  if (!text)
-    return cb_fail(err, "%s: out of memory reading a %llu-byte header", path,
-                   (unsigned long long)n);
-  if (fread(text, 1, n, f) != n) {
-    free(text);
-    return cb_fail(err, "%s: cannot read the header", path);
-  }
+  if (n > f->size - 8)
+    return cb_fail(err, "%s: header length %llu runs past the end of the file (%llu bytes)",
+                   f->path, (unsigned long long)n, (unsigned long long)f->size);
   json_error_t jerr;
-  *out = json_loadb(text, n, JSON_REJECT_DUPLICATES, &jerr);
-  free(text);
+  *out = json_loadb((const char *)f->map + 8, n, JSON_REJECT_DUPLICATES, &jerr);
   if (!*out)
-    return cb_fail(err, "%s: header is not valid JSON (line %d, column %d): %s", path, jerr.line,
+    return cb_fail(err, "%s: header is not valid JSON (line %d, column %d): %s", f->path, jerr.line,
                    jerr.column, jerr.text);
   if (!json_is_object(*out)) {
-    cb_fail(err, "%s: header must be a JSON object, found %s", path, json_kind(*out));
+    cb_fail(err, "%s: header must be a JSON object, found %s", f->path, json_kind(*out));
     json_decref(*out);
     *out = NULL;
     return -1;
   }
-  *header_len = n;
+  f->header_len = n;
   return 0;
 }
 
@@ -283,36 +276,31 @@ static cb_dtype target_dtype(const st_dtype *dt, bool *convert) {
   return *convert ? CB_F32 : CB_DTYPE_COUNT;
 }
 
-static cb_tensor *entry_load(FILE *f, const char *path, uint64_t data_start, const st_entry *e,
-                             cb_error *err) {
+/* Adds entry e to w: aligned F32 data as a view of the mapping, anything else as a copy. */
+static int entry_load(const st_file *f, const st_entry *e, cb_weights *w, bool *mapped,
+                      cb_error *err) {
   bool convert;
   cb_dtype dtype = target_dtype(e->dtype, &convert);
-  if (dtype == CB_DTYPE_COUNT) {
-    cb_fail(err,
-            "%s: tensor '%s' has dtype %s, which cbrick does not read (F32, F16, BF16, F64, "
-            "I64, U8 are supported)",
-            path, e->key, e->dtype->name);
-    return NULL;
+  if (dtype == CB_DTYPE_COUNT)
+    return cb_fail(err,
+                   "%s: tensor '%s' has dtype %s, which cbrick does not read (F32, F16, BF16, "
+                   "F64, I64, U8 are supported)",
+                   f->path, e->key, e->dtype->name);
+  const unsigned char *src = f->map + 8 + f->header_len + e->begin;
+  size_t nbytes = (size_t)(e->end - e->begin);
+  if (dtype == CB_F32 && !convert && nbytes && (uintptr_t)src % sizeof(float) == 0) {
+    cb_tensor view = {.dtype = CB_F32, .ndim = e->ndim, .data = (void *)src};
+    memcpy(view.shape, e->shape, sizeof(view.shape));
+    *mapped = true;
+    return cb_weights_add_borrowed(w, e->key, &view, err);
   }
   cb_tensor *t = cb_tensor_new(dtype, e->ndim, e->shape, err);
-  if (!t) return NULL;
-  size_t nbytes = (size_t)(e->end - e->begin);
-  void *buf = convert ? malloc(nbytes ? nbytes : 1) : t->data;
-  if (!buf) {
-    cb_tensor_free(t);
-    cb_fail(err, "%s: out of memory reading tensor '%s'", path, e->key);
-    return NULL;
-  }
-  if (nbytes && (fseeko(f, (off_t)(data_start + e->begin), SEEK_SET) != 0 ||
-                 fread(buf, 1, nbytes, f) != nbytes)) {
-    cb_fail(err, "%s: cannot read the data of tensor '%s'", path, e->key);
-    cb_tensor_free(t);
-    t = NULL;
-  } else if (convert) {
-    convert_to_f32(e->dtype, buf, cb_f32(t), cb_tensor_numel(t));
-  }
-  if (convert) free(buf);
-  return t;
+  if (!t) return cb_error_prefix(err, "%s: tensor '%s': ", f->path, e->key);
+  if (convert)
+    convert_to_f32(e->dtype, src, cb_f32(t), cb_tensor_numel(t));
+  else if (nbytes)
+    memcpy(t->data, src, nbytes);
+  return cb_weights_add(w, e->key, t, err);
 }
 
 static int entries_parse(const char *path, json_t *header, st_entry *entries, int *n, json_t **meta,
@@ -332,31 +320,37 @@ static int entries_parse(const char *path, json_t *header, st_entry *entries, in
   return 0;
 }
 
-static cb_weights *weights_load(FILE *f, const char *path, json_t *header, uint64_t header_len,
-                                cb_error *err) {
+/* Takes the mapping: w unmaps it when freed, or now when no tensor points into it. */
+static cb_weights *weights_load(const st_file *f, json_t *header, cb_error *err) {
   size_t cap = json_object_size(header);
   st_entry *entries = calloc(cap ? cap : 1, sizeof(*entries));
   cb_weights *w = entries ? cb_weights_new(err) : NULL;
   json_t *meta = NULL;
   int n = 0;
   uint64_t total = 0;
-  struct stat st;
-  if (!entries) cb_fail(err, "%s: out of memory", path);
-  if (!w || entries_parse(path, header, entries, &n, &meta, err) ||
-      offsets_check(path, entries, n, &total, err))
+  bool mapped = false;
+  if (!entries) cb_fail(err, "%s: out of memory", f->path);
+  if (!w) {
+    munmap((void *)f->map, f->size);
     goto fail;
-  fstat(fileno(f), &st);
-  uint64_t expected = 8 + header_len + total;
-  if ((uint64_t)st.st_size != expected) {
+  }
+  cb_weights_keep_mapping(w, (void *)f->map, f->size);
+  if (entries_parse(f->path, header, entries, &n, &meta, err) ||
+      offsets_check(f->path, entries, n, &total, err))
+    goto fail;
+  uint64_t expected = 8 + f->header_len + total;
+  if (f->size != expected) {
     cb_fail(err, "%s: file is %llu bytes, but the header says %llu (8 + %llu header + %llu data)",
-            path, (unsigned long long)st.st_size, (unsigned long long)expected,
-            (unsigned long long)header_len, (unsigned long long)total);
+            f->path, (unsigned long long)f->size, (unsigned long long)expected,
+            (unsigned long long)f->header_len, (unsigned long long)total);
     goto fail;
   }
   if (meta && cb_weights_set_metadata(w, meta, err)) goto fail;
-  for (int i = 0; i < n; i++) {
-    cb_tensor *t = entry_load(f, path, 8 + header_len, &entries[i], err);
-    if (!t || cb_weights_add(w, entries[i].key, t, err)) goto fail;
+  for (int i = 0; i < n; i++)
+    if (entry_load(f, &entries[i], w, &mapped, err)) goto fail;
+  if (!mapped) {
+    cb_weights_keep_mapping(w, NULL, 0);
+    munmap((void *)f->map, f->size);
   }
   free(entries);
   return w;
@@ -366,19 +360,40 @@ fail:
   return NULL;
 }
 
+static int file_map(st_file *f, cb_error *err) {
+  int fd = open(f->path, O_RDONLY | O_CLOEXEC);
+  if (fd < 0) return cb_fail(err, "%s: cannot open: %s", f->path, strerror(errno));
+  struct stat st;
+  int rc = 0;
+  if (fstat(fd, &st) != 0)
+    rc = cb_fail(err, "%s: cannot stat the file: %s", f->path, strerror(errno));
+  else if (!S_ISREG(st.st_mode))
+    rc = cb_fail(err, "%s: not a regular file", f->path);
+  else if ((uint64_t)st.st_size < 8)
+    rc = cb_fail(err, "%s: file is %llu bytes, too short for a safetensors header", f->path,
+                 (unsigned long long)st.st_size);
+  if (rc == 0) {
+    f->size = (uint64_t)st.st_size;
+    void *map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
+    if (map == MAP_FAILED)
+      rc = cb_fail(err, "%s: cannot map the file: %s", f->path, strerror(errno));
+    else
+      f->map = map;
+  }
+  close(fd);
+  return rc;
+}
+
 CB_API cb_weights *cb_safetensors_read(const char *path, cb_error *err) {
-  FILE *f = fopen(path, "rb");
-  if (!f) {
-    cb_fail(err, "%s: cannot open: %s", path, strerror(errno));
+  st_file f = {.path = path};
+  json_t *header = NULL;
+  if (file_map(&f, err)) return NULL;
+  if (header_read(&f, &header, err)) {
+    munmap((void *)f.map, f.size);
     return NULL;
   }
-  json_t *header = NULL;
-  uint64_t header_len = 0;
-  cb_weights *w = NULL;
-  if (header_read(f, path, &header, &header_len, err) == 0)
-    w = weights_load(f, path, header, header_len, err);
+  cb_weights *w = weights_load(&f, header, err);
   json_decref(header);
-  fclose(f);
   return w;
 }
 
@@ -439,7 +454,30 @@ static int file_write(FILE *f, const char *header, size_t len, const cb_weights 
   return 0;
 }
 
-/* metadata NULL writes the weights' own metadata, if any. */
+/* A new file next to path, created with the permissions fopen would give it. */
+static FILE *temp_create(const char *path, char **tmp) {
+  size_t cap = strlen(path) + 48;
+  *tmp = malloc(cap);
+  if (!*tmp) return NULL;
+  for (int attempt = 0; attempt < 100; attempt++) {
+    snprintf(*tmp, cap, "%s.tmp-%ld-%d", path, (long)getpid(), attempt);
+    int fd = open(*tmp, O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC, 0666);
+    if (fd >= 0) {
+      FILE *f = fdopen(fd, "wb");
+      if (f) return f;
+      close(fd);
+      remove(*tmp);
+      break;
+    }
+    if (errno != EEXIST) break;
+  }
+  free(*tmp);
+  *tmp = NULL;
+  return NULL;
+}
+
+/* metadata NULL writes the weights' own metadata, if any. The file is written under a
+ * temporary name and renamed onto path, so weights mapped from path stay intact. */
 CB_API int cb_safetensors_write(const char *path, const cb_weights *w, json_t *metadata,
                                 cb_error *err) {
   if (!metadata) metadata = cb_weights_metadata(w);
@@ -449,16 +487,18 @@ CB_API int cb_safetensors_write(const char *path, const cb_weights *w, json_t *m
   char *text = json_dumps(h, JSON_COMPACT);
   json_decref(h);
   if (!text) return cb_fail(err, "%s: cannot encode the header", path);
-  FILE *f = fopen(path, "wb");
+  char *tmp;
+  FILE *f = temp_create(path, &tmp);
   if (!f) {
     free(text);
     return cb_fail(err, "%s: cannot create: %s", path, strerror(errno));
   }
   int bad = file_write(f, text, strlen(text), w);
   free(text);
-  if (fclose(f) != 0 || bad) {
-    remove(path);
-    return cb_fail(err, "%s: write failed: %s", path, strerror(errno));
-  }
-  return 0;
+  if (fclose(f) != 0 || bad) bad = cb_fail(err, "%s: write failed: %s", path, strerror(errno));
+  if (!bad && rename(tmp, path) != 0)
+    bad = cb_fail(err, "%s: cannot replace the file: %s", path, strerror(errno));
+  if (bad) remove(tmp);
+  free(tmp);
+  return bad ? -1 : 0;
 }

@@ -29,6 +29,17 @@ static void note(load_state *s, const char *fmt, ...) {
   if (s->report) fprintf(s->report, "%s\n", line);
 }
 
+/* A report line that is not a problem (it never becomes the error's "first"). */
+static void inform(load_state *s, const char *fmt, ...) CB_PRINTF(2, 3);
+static void inform(load_state *s, const char *fmt, ...) {
+  va_list ap;
+  if (!s->report) return;
+  va_start(ap, fmt);
+  vfprintf(s->report, fmt, ap);
+  va_end(ap);
+  fputc('\n', s->report);
+}
+
 static bool is_num_batches_tracked(const char *name) {
   const char *dot = strrchr(name, '.');
   return strcmp(dot ? dot + 1 : name, "num_batches_tracked") == 0;
@@ -97,6 +108,9 @@ static int load_one(const char *name, cb_param *p, void *ud) {
     }
     return 0;
   }
+  if (!s->copy && t->dtype != p->tensor->dtype)
+    inform(s, "converted %s: %s -> %s", name, cb_dtype_name(t->dtype),
+           cb_dtype_name(p->tensor->dtype));
   if (s->copy) tensor_assign(p->tensor, t);
   return 0;
 }

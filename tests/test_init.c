@@ -206,8 +206,7 @@ Test(init, init_cfg_errors) {
        "init_cfg.override.name: the module has no child 'layer9'"},
       {"{\"type\": \"Normal\", \"override\": {\"name\": \"conv1\", \"std\": 2}}",
        "init_cfg.override: `override` needs a \"type\""},
-      {"{\"type\": \"Pretrained\", \"checkpoint\": \"r18.pth\"}",
-       "init_cfg.checkpoint: r18.pth"},
+      {"{\"type\": \"Pretrained\", \"checkpoint\": \"r18.pth\"}", "init_cfg.checkpoint: r18.pth"},
       {"{\"type\": \"Pretrained\", \"checkpoint\": \"tests/fixtures/pth/evil_os_system.pth\"}",
        "refusing"},
       {"{\"type\": \"Pretrained\", \"checkpoint\": \"tests/fixtures/pth/mmseg.pth\", "
@@ -286,4 +285,89 @@ Test(init, pretrained_checkpoint) {
   cb_module_free(m);
   cb_module_free(src);
   remove(path);
+}
+
+/* A ResNet-18 whose init_cfg is Pretrained from path with the given extra keys. */
+static cb_module *pretrained(const char *path, const char *keys) {
+  char extra[768];
+  snprintf(extra, sizeof extra,
+           ", \"init_cfg\": {\"type\": \"Pretrained\", \"checkpoint\": \"%s\"%s}", path, keys);
+  return resnet(extra);
+}
+
+static bool same_tensor(cb_module *a, cb_module *b, const char *name) {
+  const cb_tensor *x = tensor(a, name), *y = tensor(b, name);
+  return memcmp(x->data, y->data, cb_tensor_nbytes(x)) == 0;
+}
+
+Test(init, pretrained_revise_keys) {
+  char path[] = "/tmp/cbrick-init-XXXXXX.safetensors";
+  int fd = mkstemps(path, 12);
+  cr_assert_geq(fd, 0);
+  close(fd);
+  cb_module *src = resnet("");
+  init(src, 11);
+
+  /* mmengine's example rules strip both wrappers. */
+  write_checkpoint(src, path, "module.backbone.");
+  cb_module *m = pretrained(path, ", \"revise_keys\": [[\"^module\\\\.\", \"\"], "
+                                  "[\"^backbone\\\\.\", \"\"]]");
+  init(m, 99);
+  cr_assert(same_tensor(src, m, "layer3.1.conv2.weight"));
+  cr_assert(same_tensor(src, m, "bn1.running_var"));
+  cb_module_free(m);
+
+  /* The default rule strips `module.` before the prefix is selected. */
+  m = pretrained(path, ", \"prefix\": \"backbone\"");
+  init(m, 99);
+  cr_assert(same_tensor(src, m, "layer1.0.conv1.weight"));
+  cb_module_free(m);
+
+  /* An empty list revises nothing, so `module.backbone.` keys do not match the prefix. */
+  m = pretrained(path, ", \"prefix\": \"backbone\", \"revise_keys\": []");
+  cb_rng rng;
+  cb_error err = {0};
+  cb_rng_seed(&rng, 0);
+  cr_assert_eq(cb_module_init_weights(m, &rng, &err), -1);
+  cr_assert(strstr(err.msg, "no key of the checkpoint starts with 'backbone.' (after revise_keys)"),
+            "%s", err.msg);
+  cb_module_free(m);
+
+  /* Back-references, then the prefix: enc.X -> backbone.X -> X. */
+  write_checkpoint(src, path, "enc.");
+  m = pretrained(path, ", \"prefix\": \"backbone\", \"revise_keys\": "
+                       "[[\"^enc\\\\.(\\\\w+)\", \"backbone.\\\\1\"]]");
+  init(m, 99);
+  cr_assert(same_tensor(src, m, "layer4.1.bn2.weight"));
+  cr_assert(same_tensor(src, m, "conv1.weight"));
+  cb_module_free(m);
+  cb_module_free(src);
+  remove(path);
+}
+
+Test(init, pretrained_revise_keys_errors) {
+  const char *ckpt = "tests/fixtures/pth/mmseg.pth";
+  struct {
+    const char *keys, *needle;
+  } cases[] = {
+      {", \"revise_keys\": {\"a\": \"b\"}",
+       "init_cfg.revise_keys: expected a list of [pattern, replacement] pairs"},
+      {", \"revise_keys\": [[\"a\", \"b\"], [\"c\"]]",
+       "init_cfg.revise_keys[1]: expected [pattern, replacement]"},
+      {", \"revise_keys\": [[\"a\", 1]]", "init_cfg.revise_keys[0][1]: expected a string"},
+      {", \"revise_keys\": [[\"^module\\\\.\", \"\"], [\"(\", \"\"]]",
+       "init_cfg.revise_keys[1][0]: invalid regular expression '(': "},
+      {", \"revise_keys\": [[\"x\", \"\\\\1\"]]",
+       "init_cfg.revise_keys[0][1]: invalid replacement '\\1': invalid group reference 1"},
+  };
+  for (size_t i = 0; i < sizeof cases / sizeof *cases; i++) {
+    cb_module *m = pretrained(ckpt, cases[i].keys);
+    cb_rng rng;
+    cb_error err = {0};
+    cb_rng_seed(&rng, 0);
+    cr_assert_eq(cb_module_init_weights(m, &rng, &err), -1, "%s", cases[i].keys);
+    cr_assert(strstr(err.msg, cases[i].needle), "%s:\n  %s\nlacks '%s'", cases[i].keys, err.msg,
+              cases[i].needle);
+    cb_module_free(m);
+  }
 }

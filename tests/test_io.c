@@ -622,3 +622,255 @@ Test(state_dict, copies_in_state_order_and_round_trips) {
   cb_weights_free(w);
   cb_module_free(m);
 }
+
+/* ---- reading by mapping ---- */
+
+/* Whether p lies in a mapping of the file at path, per /proc/self/maps. */
+static bool in_file_mapping(const void *p, const char *path) {
+  char real[4096], line[8192];
+  cr_assert_not_null(realpath(path, real), "%s", path);
+  FILE *f = fopen("/proc/self/maps", "r");
+  cr_assert_not_null(f);
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f)) {
+    unsigned long lo, hi;
+    int at = 0;
+    if (sscanf(line, "%lx-%lx %*s %*s %*s %*s %n", &lo, &hi, &at) != 2 || !at) continue;
+    line[strcspn(line, "\n")] = '\0';
+    found = (uintptr_t)p >= lo && (uintptr_t)p < hi && strcmp(line + at, real) == 0;
+  }
+  fclose(f);
+  return found;
+}
+
+static bool file_is_mapped(const char *path) {
+  char real[4096], line[8192];
+  cr_assert_not_null(realpath(path, real), "%s", path);
+  FILE *f = fopen("/proc/self/maps", "r");
+  cr_assert_not_null(f);
+  bool found = false;
+  while (!found && fgets(line, sizeof line, f))
+    found = strstr(line, real) != NULL;
+  fclose(f);
+  return found;
+}
+
+Test(safetensors, maps_aligned_f32_without_copy) {
+  cb_error err = {0};
+  cb_weights *w = cb_weights_new(&err);
+  const int64_t s34[2] = {3, 4}, s3[1] = {3}, s0[1] = {0};
+  add(w, "conv.weight", f32(2, s34, -2.0f));
+  cb_tensor *nbt = tensor(CB_I64, 0, NULL);
+  cb_i64(nbt)[0] = 7;
+  add(w, "bn.num_batches_tracked", nbt);
+  add(w, "bn.bias", f32(1, s3, 0.5f));
+  add(w, "empty", tensor(CB_F32, 1, s0));
+  char *path = tmp_path(".safetensors");
+  cr_assert_eq(cb_safetensors_write(path, w, NULL, &err), 0, "%s", err.msg);
+
+  size_t nfile;
+  unsigned char *bytes = read_bytes(path, &nfile);
+  uint64_t hlen = 0;
+  for (int i = 7; i >= 0; i--)
+    hlen = hlen << 8 | bytes[i];
+  cb_weights *r = cb_safetensors_read(path, &err);
+  cr_assert_not_null(r, "%s", err.msg);
+  const cb_tensor *conv = cb_weights_get(r, "conv.weight"), *bias = cb_weights_get(r, "bn.bias");
+  cr_assert(cb_weights_is_mapped(r, 0));
+  cr_assert(cb_weights_is_mapped(r, 2));
+  cr_assert_not(cb_weights_is_mapped(r, 1), "int64 is copied");
+  cr_assert_not(cb_weights_is_mapped(r, 3), "an empty tensor has nothing to map");
+  cr_assert_not(cb_weights_is_mapped(r, 4));
+  cr_assert_not(cb_weights_is_mapped(w, 0), "built in memory");
+  cr_assert(in_file_mapping(conv->data, path), "conv.weight's data is not in the file mapping");
+  cr_assert(in_file_mapping(bias->data, path));
+  cr_assert_not(in_file_mapping(cb_weights_get(r, "bn.num_batches_tracked")->data, path));
+  /* The data are the file's bytes, at the header's offsets: conv at 0, nbt at 48, bias at 56. */
+  cr_assert_eq(memcmp(conv->data, bytes + 8 + hlen, 48), 0);
+  cr_assert_eq(memcmp(bias->data, bytes + 8 + hlen + 56, 12), 0);
+  cr_assert_eq(cb_f32(conv)[11], -2.0f + 11 * 0.25f);
+  cr_assert_eq(cb_f32(bias)[2], 1.0f);
+  cr_assert_eq(cb_i64(cb_weights_get(r, "bn.num_batches_tracked"))[0], 7);
+
+  /* A clone is an ordinary tensor that outlives the weights. */
+  cb_tensor *kept = cb_tensor_clone(conv, &err);
+  cb_weights_free(r);
+  cr_assert_not(file_is_mapped(path), "cb_weights_free must unmap the file");
+  cr_assert_eq(cb_f32(kept)[1], -1.75f);
+  cb_tensor_free(kept);
+  unlink(path);
+  free(path);
+  free(bytes);
+  cb_weights_free(w);
+}
+
+Test(safetensors, copies_misaligned_f32_and_converted_dtypes) {
+  /* One U8 byte first, so the F32 data of "b" starts at 8 + header + 1: misaligned. */
+  const unsigned char data[1 + 8 + 2] = {9, 0, 0, 0x80, 0x3f, 0, 0, 0, 0xc0, 0x00, 0x3c};
+  char header[256];
+  snprintf(header, sizeof header,
+           "{\"a\":{\"dtype\":\"U8\",\"shape\":[1],\"data_offsets\":[0,1]},"
+           "\"b\":{\"dtype\":\"F32\",\"shape\":[2],\"data_offsets\":[1,9]},"
+           "\"h\":{\"dtype\":\"F16\",\"shape\":[1],\"data_offsets\":[9,11]}}");
+  size_t hlen = strlen(header);
+  /* Pad the header with spaces until the data of "b" is misaligned. */
+  while ((8 + hlen + 1) % 4 == 0)
+    header[hlen++] = ' ', header[hlen] = '\0';
+  char *path = st_file(header, data, sizeof data);
+  cb_error err = {0};
+  cb_weights *w = cb_safetensors_read(path, &err);
+  cr_assert_not_null(w, "%s", err.msg);
+  const cb_tensor *b = cb_weights_get(w, "b");
+  cr_assert_not(cb_weights_is_mapped(w, 1), "misaligned F32 data must be copied");
+  cr_assert_eq((uintptr_t)b->data % 4, 0);
+  cr_assert_eq(cb_f32(b)[0], 1.0f);
+  cr_assert_eq(cb_f32(b)[1], -2.0f);
+  cr_assert_not(cb_weights_is_mapped(w, 2), "F16 is converted");
+  cr_assert_eq(cb_f32(cb_weights_get(w, "h"))[0], 1.0f);
+  cr_assert_not(file_is_mapped(path), "nothing points into the file, so it is not kept mapped");
+  cb_weights_free(w);
+  unlink(path);
+  free(path);
+}
+
+Test(safetensors, writes_over_the_file_it_mapped) {
+  cb_error err = {0};
+  cb_weights *w = cb_weights_new(&err);
+  const int64_t s64[1] = {4096};
+  add(w, "big", f32(1, s64, 3.0f));
+  char *path = tmp_path(".safetensors");
+  cr_assert_eq(cb_safetensors_write(path, w, NULL, &err), 0, "%s", err.msg);
+  cb_weights *r = cb_safetensors_read(path, &err);
+  cr_assert_not_null(r, "%s", err.msg);
+  cr_assert(cb_weights_is_mapped(r, 0));
+  /* Rewriting the same path while r maps it: r still reads the old data. */
+  cr_assert_eq(cb_safetensors_write(path, r, NULL, &err), 0, "%s", err.msg);
+  cr_assert_eq(cb_f32(cb_weights_tensor(r, 0))[4095], 3.0f + 4095 * 0.25f);
+  cb_weights *again = cb_safetensors_read(path, &err);
+  cr_assert_not_null(again, "%s", err.msg);
+  cr_assert_eq(memcmp(cb_weights_tensor(again, 0)->data, cb_weights_tensor(w, 0)->data,
+                      4096 * sizeof(float)),
+               0);
+  cb_weights_free(again);
+  cb_weights_free(r);
+  cb_weights_free(w);
+  unlink(path);
+  free(path);
+  expect_read_error("/tmp", "not a regular file");
+}
+
+/* ---- revise_keys ---- */
+
+/* Weights with the given keys (one-element tensors holding their index). */
+static cb_weights *keyed(const char *const *keys, int n) {
+  cb_error err = {0};
+  cb_weights *w = cb_weights_new(&err);
+  const int64_t s1[1] = {1};
+  for (int i = 0; i < n; i++)
+    add(w, keys[i], f32(1, s1, (float)i));
+  return w;
+}
+
+static void expect_revised(const char *pattern, const char *repl, const char *key,
+                           const char *want) {
+  cb_weights *w = keyed(&key, 1);
+  cb_key_rule rule = {pattern, repl};
+  cb_error err = {0};
+  cb_weights *r = cb_weights_revise_keys(w, &rule, 1, &err);
+  cr_assert_not_null(r, "%s", err.msg);
+  cr_assert_str_eq(cb_weights_name(r, 0), want, "re.sub('%s', '%s', '%s')", pattern, repl, key);
+  cb_weights_free(r);
+  cb_weights_free(w);
+}
+
+Test(revise_keys, matches_python_re_sub) {
+  /* Expected values are Python's re.sub(pattern, repl, key). */
+  expect_revised("^module\\.", "", "module.conv1.weight", "conv1.weight");
+  expect_revised("^module\\.", "", "backbone.module.x", "backbone.module.x");
+  expect_revised("^layer(\\d+)\\.(\\d+)\\.", "stage\\1.block\\2.", "layer3.10.conv1.weight",
+                 "stage3.block10.conv1.weight");
+  expect_revised("\\.", "_", "a.b.c", "a_b_c");
+  expect_revised("x*", "-", "abxd", "-a-b--d-");
+  expect_revised("", "-", "ab", "-a-b-");
+  expect_revised("(b)(c)?", "[\\g<1>\\2\\\\]", "abd", "a[b\\]d");
+  expect_revised("[\\d.]+", "#", "x12.3y", "x#y");
+  expect_revised("\\w+$", "W", "a.bc_9", "a.W");
+  expect_revised("\\s", "", "a b", "ab");
+  /* The dialect's documented difference: POSIX takes the longest alternative. */
+  expect_revised("a|ab", "X", "abc", "Xc");
+}
+
+Test(revise_keys, applies_rules_in_order_to_a_copy) {
+  const char *keys[] = {"module.backbone.conv1.weight", "module.decode_head.conv.bias",
+                        "backbone.bn1.weight"};
+  cb_weights *w = keyed(keys, 3);
+  cb_key_rule rules[] = {{"^module\\.", ""}, {"^backbone\\.", ""}};
+  cb_error err = {0};
+  cb_weights *r = cb_weights_revise_keys(w, rules, 2, &err);
+  cr_assert_not_null(r, "%s", err.msg);
+  cb_weights_free(w);
+  cr_assert_eq(cb_weights_count(r), 3);
+  cr_assert_str_eq(cb_weights_name(r, 0), "conv1.weight");
+  cr_assert_str_eq(cb_weights_name(r, 1), "decode_head.conv.bias");
+  cr_assert_str_eq(cb_weights_name(r, 2), "bn1.weight");
+  cr_assert_eq(cb_f32(cb_weights_get(r, "bn1.weight"))[0], 2.0f, "the copy outlives the source");
+  cb_weights_free(r);
+}
+
+static void expect_revise_error(const cb_key_rule *rules, int n, const char *needle) {
+  const char *keys[] = {"module.a", "a"};
+  cb_weights *w = keyed(keys, 2);
+  cb_error err = {0};
+  cr_assert_null(cb_weights_revise_keys(w, rules, n, &err), "expected '%s'", needle);
+  cr_assert(strstr(err.msg, needle), "expected '%s' in: %s", needle, err.msg);
+  cb_weights_free(w);
+}
+
+Test(revise_keys, errors_name_the_rule) {
+  cb_key_rule bad_regex[] = {{"^x", ""}, {"(", ""}};
+  expect_revise_error(bad_regex, 2, "revise_keys[1][0]: invalid regular expression '(': ");
+  cb_key_rule lazy[] = {{"a.*?b", ""}};
+  expect_revise_error(lazy, 1, "revise_keys[0][0]: invalid regular expression 'a.*?b': lazy");
+  cb_key_rule noncapturing[] = {{"(?:a)", ""}};
+  expect_revise_error(noncapturing, 1, "(?...) groups");
+  cb_key_rule negated[] = {{"[\\D]", ""}};
+  expect_revise_error(negated, 1, "negated class escapes");
+  cb_key_rule group[] = {{"a(b)", "\\2"}};
+  expect_revise_error(group, 1,
+                      "revise_keys[0][1]: invalid replacement '\\2': invalid group reference 2 "
+                      "(the pattern has 1 group)");
+  cb_key_rule escape[] = {{"a", "\\q"}};
+  expect_revise_error(escape, 1, "revise_keys[0][1]: invalid replacement '\\q': bad escape");
+  cb_key_rule collide[] = {{"^module\\.", ""}};
+  expect_revise_error(collide, 1, "revise_keys: keys 'module.a' and 'a' both become 'a'");
+}
+
+Test(load_weights, reports_dtype_conversions) {
+  cb_module *m = small_net();
+  cb_error err = {0};
+  cb_weights *w = matching("");
+  cb_tensor *nbt = tensor(CB_F32, 0, NULL);
+  cb_f32(nbt)[0] = 12.0f;
+  add(w, "bn.num_batches_tracked", nbt);
+  report r;
+  report_open(&r);
+  cr_assert_eq(cb_module_load_weights(m, w, NULL, true, r.f, &err), 0, "%s", err.msg);
+  cr_assert_str_eq(report_close(&r), "converted bn.num_batches_tracked: float32 -> int64\n");
+  cr_assert_eq(cb_i64(cb_module_find_param(m, "bn.num_batches_tracked")->tensor)[0], 12);
+  free(r.text);
+
+  /* A conversion is no problem: a strict failure names the real one first. */
+  cb_weights *w2 = cb_weights_new(&err);
+  cb_tensor *mean = tensor(CB_I64, 1, (const int64_t[]){2});
+  add(w2, "bn.running_mean", mean);
+  report_open(&r);
+  cr_assert_eq(cb_module_load_weights(m, w2, NULL, true, r.f, &err), -1);
+  cr_assert_str_eq(report_close(&r), "missing key: weight\n"
+                                     "missing key: bn.weight\n"
+                                     "converted bn.running_mean: int64 -> float32\n");
+  cr_assert(strstr(err.msg, "(first: missing key: weight)"), "%s", err.msg);
+  free(r.text);
+  cb_weights_free(w2);
+  cb_weights_free(w);
+  cb_module_free(m);
+}
