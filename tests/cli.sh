@@ -238,6 +238,14 @@ has "prefix stripped" "layer1.0.conv1.weight"
 lacks "no key keeps the prefix" "backbone."
 expect "convert unknown prefix" 1 "no key starts with the prefix 'neck'" "$CBRICK" convert \
   tests/fixtures/pth/mmseg.pth "$TMP/n.safetensors" --prefix neck
+expect "convert revises keys" 0 "16 tensors written" "$CBRICK" convert tests/fixtures/pth/mmseg.pth \
+  "$TMP/r.safetensors" --revise '^backbone\.=net.' --revise 'layer(\d)=stage\1'
+expect "revised keys" 0 "net.stage1.0.conv1.weight" "$CBRICK" inspect "$TMP/r.safetensors"
+expect "convert bad regex" 1 "--revise: " "$CBRICK" convert tests/fixtures/pth/mmseg.pth \
+  "$TMP/r.safetensors" --revise '(=x'
+has "bad regex says why" "invalid regular expression"
+expect "convert revise needs =" 2 "PATTERN=REPLACEMENT" "$CBRICK" convert \
+  tests/fixtures/pth/mmseg.pth "$TMP/r.safetensors" --revise nothing
 expect "convert strips module." 0 "written" "$CBRICK" convert tests/fixtures/pth/dataparallel.pth \
   "$TMP/d.safetensors" --strip-module
 expect "hostile pickle refused" 1 "refusing to load global 'os.system'" "$CBRICK" inspect \

@@ -58,7 +58,9 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
 #define CLI_USAGE_CONFIG "cbrick config CONFIG [--cfg-options K=V ...]"
 #define CLI_USAGE_BUILD                                                                            \
   "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N] [--max-memory SIZE]"
-#define CLI_USAGE_CONVERT "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--prefix P] [--strip-module]"
+#define CLI_USAGE_CONVERT                                                                          \
+  "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--revise PATTERN=REPL]... "              \
+  "[--strip-module] [--prefix P]"
 #define CLI_USAGE_INSPECT "cbrick inspect FILE"
 #define CLI_USAGE_RUN                                                                              \
   "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "               \

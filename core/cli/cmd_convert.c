@@ -2,16 +2,34 @@
 #include <string.h>
 #include "cli.h"
 
+#define MAX_REVISE 16
+
 typedef struct convert_args {
   const char *in, *out, *prefix;
   bool strip_module;
+  int n_revise;
+  cb_key_rule revise[MAX_REVISE];
 } convert_args;
+
+/* "PATTERN=REPLACEMENT", split at the first '=' (in place: argv is ours). */
+static int add_revise(convert_args *c, char *rule) {
+  char *eq = strchr(rule, '=');
+  if (!eq) return cli_usage_error(CLI_USAGE_CONVERT, "--revise: expected PATTERN=REPLACEMENT");
+  if (c->n_revise == MAX_REVISE)
+    return cli_usage_error(CLI_USAGE_CONVERT, "--revise: at most %d rules", MAX_REVISE);
+  *eq = '\0';
+  c->revise[c->n_revise++] = (cb_key_rule){rule, eq + 1};
+  return CLI_OK;
+}
 
 static int parse(convert_args *c, int argc, char **argv) {
   for (int i = 0; i < argc; i++) {
     if (strcmp(argv[i], "--prefix") == 0) {
       if (i + 1 >= argc) return cli_usage_error(CLI_USAGE_CONVERT, "--prefix needs a value");
       c->prefix = argv[++i];
+    } else if (strcmp(argv[i], "--revise") == 0) {
+      if (i + 1 >= argc) return cli_usage_error(CLI_USAGE_CONVERT, "--revise needs a value");
+      if (add_revise(c, argv[++i]) != CLI_OK) return CLI_USAGE;
     } else if (strcmp(argv[i], "--strip-module") == 0) {
       c->strip_module = true;
     } else if (argv[i][0] == '-') {
@@ -31,8 +49,14 @@ static int parse(convert_args *c, int argc, char **argv) {
   return CLI_OK;
 }
 
-/* Applies --strip-module then --prefix; each step replaces *w. */
+/* Applies --revise, --strip-module, then --prefix; each step replaces *w. */
 static int select_keys(cb_weights **w, const convert_args *c, cb_error *err) {
+  if (c->n_revise) {
+    cb_weights *next = cb_weights_revise_keys(*w, c->revise, c->n_revise, err);
+    cb_weights_free(*w);
+    *w = next;
+    if (!next) return cb_error_prefix(err, "--revise: ");
+  }
   if (c->strip_module) {
     cb_weights *next = cb_checkpoint_strip_module(*w, err);
     cb_weights_free(*w);
