@@ -207,6 +207,42 @@ int cb_args_bool_list(cb_args *a, const char *key, bool *out, int max, int *n, c
   return 0;
 }
 
+static int pair_value(const cb_args *a, const char *key, json_t *v, long long out[2],
+                      cb_error *err) {
+  if (json_is_integer(v)) {
+    out[0] = out[1] = json_integer_value(v);
+    return 0;
+  }
+  if (!json_is_array(v)) return type_error(a, key, "an integer or [h, w]", v, err);
+  if (json_array_size(v) != 2)
+    return cb_args_fail(a, key, err, "expected an integer or [h, w], found a list of %zu items",
+                        json_array_size(v));
+  for (size_t i = 0; i < 2; i++) {
+    json_t *item = json_array_get(v, i);
+    if (!json_is_integer(item))
+      return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
+                          json_kind(item));
+    out[i] = json_integer_value(item);
+  }
+  return 0;
+}
+
+int cb_args_int_pair(cb_args *a, const char *key, int min, int max, int out[2], bool *scalar,
+                     cb_error *err) {
+  json_t *v = cb_args_value(a, key);
+  if (scalar) *scalar = !v || json_is_null(v) || json_is_integer(v);
+  if (!v || json_is_null(v)) return 0;
+  long long pair[2] = {0, 0};
+  if (pair_value(a, key, v, pair, err)) return -1;
+  for (int i = 0; i < 2; i++)
+    if (pair[i] < min || pair[i] > max)
+      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, max,
+                          pair[i]);
+  out[0] = (int)pair[0];
+  out[1] = (int)pair[1];
+  return 0;
+}
+
 int cb_args_object(cb_args *a, const char *key, json_t **out, cb_error *err) {
   json_t *v = cb_args_value(a, key);
   *out = NULL;

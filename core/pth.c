@@ -2,6 +2,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include "pickle.h"
+#include "float16.h"
 #include "pth.h"
 #include "zip_reader.h"
 
@@ -83,28 +84,6 @@ static uint16_t rd_u16(const unsigned char *p) {
   return (uint16_t)(p[0] | p[1] << 8);
 }
 
-static float half_to_float(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {
-    exp = 113;
-    while (!(mant & 0x400)) {
-      mant <<= 1;
-      exp--;
-    }
-    bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 static cb_dtype target_dtype(pk_storage_type type) {
   switch (type) {
   case PK_ST_F32:
@@ -149,7 +128,7 @@ static void convert_run(pk_storage_type type, const unsigned char *src, int64_t 
       break;
     }
     case PK_ST_F16:
-      f[i] = half_to_float(rd_u16(src));
+      f[i] = cb_half_to_float(rd_u16(src));
       break;
     case PK_ST_BF16: {
       uint32_t bits = (uint32_t)rd_u16(src) << 16;

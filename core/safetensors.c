@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "float16.h"
 #include "weights_internal.h"
 
 #if __BYTE_ORDER__ != __ORDER_LITTLE_ENDIAN__
@@ -222,28 +223,6 @@ static int header_read(st_file *f, json_t **out, cb_error *err) {
   return 0;
 }
 
-static float half_to_float(uint16_t h) {
-  uint32_t sign = (uint32_t)(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, mant = h & 0x3ff;
-  uint32_t bits;
-  if (exp == 0x1f) {
-    bits = sign | 0x7f800000u | (mant << 13);
-  } else if (exp != 0) {
-    bits = sign | ((exp + 112) << 23) | (mant << 13);
-  } else if (mant == 0) {
-    bits = sign;
-  } else {
-    exp = 113;
-    while (!(mant & 0x400)) {
-      mant <<= 1;
-      exp--;
-    }
-    bits = sign | (exp << 23) | ((mant & 0x3ff) << 13);
-  }
-  float f;
-  memcpy(&f, &bits, 4);
-  return f;
-}
-
 static void convert_to_f32(const st_dtype *dt, const void *src, float *dst, int64_t n) {
   const unsigned char *p = src;
   if (strcmp(dt->name, "F64") == 0) {
@@ -262,7 +241,7 @@ static void convert_to_f32(const st_dtype *dt, const void *src, float *dst, int6
     if (bf16)
       memcpy(&dst[i], &bits, 4);
     else
-      dst[i] = half_to_float(h);
+      dst[i] = cb_half_to_float(h);
   }
 }
 

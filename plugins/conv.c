@@ -18,28 +18,9 @@ typedef struct conv_impl {
 } conv_impl;
 
 static int read_pair(cb_args *a, const char *key, int def, int min, conv_pair *out, cb_error *err) {
-  const long long d[1] = {def};
-  long long v[2];
-  int n;
-  json_t *given = json_object_get(cb_args_json(a), key);
-  if (given && !json_is_null(given) && !json_is_integer(given) && !json_is_array(given)) {
-    cb_args_value(a, key);
-    return cb_args_fail(a, key, err, "expected an integer or [h, w], found %s",
-                        json_is_string(given)    ? "a string"
-                        : json_is_boolean(given) ? "a boolean"
-                        : json_is_real(given)    ? "a non-integer number"
-                                                 : "an object");
-  }
-  if (cb_args_int_list(a, key, d, 1, v, 2, &n, err)) return -1;
-  if (n == 0) return cb_args_fail(a, key, err, "expected an integer or [h, w], found []");
-  if (n == 1 && given && json_is_array(given))
-    return cb_args_fail(a, key, err, "expected an integer or [h, w], found a list of 1 item");
-  if (n == 1) v[1] = v[0];
-  for (int i = 0; i < 2; i++)
-    if (v[i] < min || v[i] > CONV_MAX_SIZE)
-      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, CONV_MAX_SIZE,
-                          v[i]);
-  *out = (conv_pair){(int)v[0], (int)v[1]};
+  int v[2] = {def, def};
+  if (cb_args_int_pair(a, key, min, CONV_MAX_SIZE, v, NULL, err)) return -1;
+  *out = (conv_pair){v[0], v[1]};
   return 0;
 }
 

@@ -19,30 +19,11 @@ typedef struct pool_impl {
 
 static int read_value(cb_args *a, const char *key, const pool_value *def, int min, pool_value *out,
                       cb_error *err) {
-  long long v[2];
-  int n;
-  json_t *j = json_object_get(cb_args_json(a), key);
-  if (j && !json_is_null(j) && !json_is_integer(j) && !json_is_array(j)) {
-    cb_args_value(a, key);
-    return cb_args_fail(a, key, err, "expected an integer or [h, w], found %s",
-                        json_is_string(j)    ? "a string"
-                        : json_is_boolean(j) ? "a boolean"
-                        : json_is_real(j)    ? "a non-integer number"
-                                             : "an object");
-  }
-  if (cb_args_int_list(a, key, NULL, 0, v, 2, &n, err)) return -1;
-  if (n == 0 && (!j || json_is_null(j))) {
-    *out = *def;
-    return 0;
-  }
-  if (n == 0 || (n == 1 && json_is_array(j)))
-    return cb_args_fail(a, key, err, "expected an integer or [h, w], found a list of %d items", n);
-  if (n == 1) v[1] = v[0];
-  for (int i = 0; i < 2; i++)
-    if (v[i] < min || v[i] > POOL_MAX_SIZE)
-      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, POOL_MAX_SIZE,
-                          v[i]);
-  *out = (pool_value){(int)v[0], (int)v[1], n == 1};
+  int v[2] = {def->h, def->w};
+  bool scalar;
+  bool given = cb_args_has(a, key);
+  if (cb_args_int_pair(a, key, min, POOL_MAX_SIZE, v, &scalar, err)) return -1;
+  *out = given ? (pool_value){v[0], v[1], scalar} : *def;
   return 0;
 }
 
