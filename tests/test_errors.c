@@ -10,6 +10,8 @@
 #include <cbrick.h>
 #include <cbrick/guard.h>
 
+#include "test_util.h"
+
 typedef enum err_kind {
   E_CONFIG,      /* cb_config_load of text (or of the file named after '@') */
   E_OPTION,      /* cb_config_apply_option(text) on a small config */
@@ -353,16 +355,9 @@ static int run_forward(const err_case *c, cb_error *err) {
   return rc;
 }
 
-static const char *test_plugin(const char *file) {
-  static char path[512];
-  const char *build = getenv("CBRICK_BUILD");
-  snprintf(path, sizeof path, "%s/tests/plugins/%s", build && *build ? build : "build", file);
-  return path;
-}
-
 static int run_plugin(const err_case *c, cb_error *err) {
-  if (c->shape) cr_assert_eq(cb_plugin_load_file(test_plugin(c->shape), err), 0, "%s", err->msg);
-  const char *path = test_plugin(c->text);
+  if (c->shape) cr_assert_eq(cb_plugin_load_file(test_plugin_path(c->shape), err), 0, "%s", err->msg);
+  const char *path = test_plugin_path(c->text);
   if (strcmp(c->text, "@notelf") == 0) path = write_file("notelf.so", "hello\n", 6, NULL, 0, 0);
   return cb_plugin_load_file(path, err);
 }

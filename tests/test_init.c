@@ -8,17 +8,7 @@
 
 #include "test_util.h"
 
-static void setup(void) {
-  cb_error err = {0};
-  cb_set_quiet(1);
-  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
-}
-
-static void teardown(void) {
-  cb_plugin_unload_all();
-}
-
-TestSuite(init, .init = setup, .fini = teardown);
+TestSuite(init, .init = load_builtin_plugins, .fini = unload_plugins);
 
 static void stats(const cb_tensor *t, double *mean, double *std) {
   const float *d = cb_f32(t);

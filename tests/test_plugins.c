@@ -6,22 +6,9 @@
 
 #include <cbrick.h>
 
-/* The build folder: `make test` passes it (build/ or build-asan/). */
-static const char *build_dir(void) {
-  const char *b = getenv("CBRICK_BUILD");
-  return b && *b ? b : "build";
-}
+#include "test_util.h"
 
-/* A test plugin's path; each call uses its own buffer (up to 4 at once). */
-static const char *plugin(const char *file) {
-  static char paths[4][512];
-  static int next;
-  char *p = paths[next++ % 4];
-  snprintf(p, 512, "%s/tests/plugins/%s", build_dir(), file);
-  return p;
-}
-
-static const char *plugin_dir(void) { return plugin(""); }
+static const char *plugin_dir(void) { return test_plugin_path(""); }
 
 static void reset(void) {
   cb_plugin_unload_all();
@@ -39,7 +26,7 @@ static cb_module *build_scale(int channels, cb_error *err) {
 
 Test(plugins, out_of_tree_plugin_loads_by_path_and_runs) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("scale_layer.so"), &err), 0, "%s", err.msg);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err), 0, "%s", err.msg);
   cb_module *m = build_scale(2, &err);
   cr_assert_not_null(m, "%s", err.msg);
   cb_f32(cb_module_param(m, "weight")->tensor)[1] = 3.0f;
@@ -58,17 +45,17 @@ Test(plugins, out_of_tree_plugin_loads_by_path_and_runs) {
 
 Test(plugins, loading_twice_is_harmless) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("scale_layer.so"), &err), 0, "%s", err.msg);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err), 0, "%s", err.msg);
   char relative_twin[600];
   snprintf(relative_twin, sizeof relative_twin, "%s/tests/../tests/plugins/scale_layer.so",
-           build_dir());
+           test_build_dir());
   cr_assert_eq(cb_plugin_load_file(relative_twin, &err), 0, "%s",
                err.msg);
 }
 
 Test(plugins, missing_file) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("nope.so"), &err), -1);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("nope.so"), &err), -1);
   cr_assert(strstr(err.msg, "nope.so: no such file"), "%s", err.msg);
 }
 
@@ -87,13 +74,13 @@ Test(plugins, not_an_elf_file) {
 
 Test(plugins, no_entry_point) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("no_entry.so"), &err), -1);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("no_entry.so"), &err), -1);
   cr_assert(strstr(err.msg, "no_entry.so: no entry point 'cbrick_plugin_info'"), "%s", err.msg);
 }
 
 Test(plugins, abi_mismatch) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("abi_mismatch.so"), &err), -1);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("abi_mismatch.so"), &err), -1);
   char want[128];
   snprintf(want, sizeof want, "built for cbrick ABI version %d, this library provides %d",
            CB_ABI_VERSION + 41, CB_ABI_VERSION);
@@ -103,8 +90,8 @@ Test(plugins, abi_mismatch) {
 
 Test(plugins, duplicate_name_names_both_files_and_rolls_back) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("scale_layer.so"), &err), 0, "%s", err.msg);
-  cr_assert_eq(cb_plugin_load_file(plugin("duplicate_scale.so"), &err), -1);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err), 0, "%s", err.msg);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("duplicate_scale.so"), &err), -1);
   cr_assert(strstr(err.msg, "scale_layer.so") && strstr(err.msg, "duplicate_scale.so"), "%s",
             err.msg);
   cr_assert(!cb_registry_has("PLUGIN_LAYERS", "OtherScale"),
@@ -114,7 +101,7 @@ Test(plugins, duplicate_name_names_both_files_and_rolls_back) {
 
 Test(plugins, init_failure) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("init_fails.so"), &err), -1);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("init_fails.so"), &err), -1);
   cr_assert(strstr(err.msg, "init_fails.so: needs a device this machine lacks"), "%s", err.msg);
   cr_assert(!cb_registry_has("PLUGIN_LAYERS", "NeedsDevice"));
 }
@@ -141,7 +128,7 @@ Test(plugins, custom_imports_relative_to_config_dir) {
   json_t *cfg = imports("{\"custom_imports\": {\"imports\": [\"plugins/scale_layer.so\"], "
                         "\"allow_failed_imports\": false}}");
   char tests_dir[512];
-  snprintf(tests_dir, sizeof tests_dir, "%s/tests", build_dir());
+  snprintf(tests_dir, sizeof tests_dir, "%s/tests", test_build_dir());
   cr_assert_eq(cb_plugin_custom_imports(cfg, tests_dir, &err), 0, "%s", err.msg);
   cr_assert(cb_registry_has("PLUGIN_LAYERS", "Scale"));
   cb_module *m = build_scale(4, &err);
@@ -178,7 +165,7 @@ Test(plugins, default_folder_and_env_path) {
   char dir[] = "/tmp/cbrick-plugins-XXXXXX";
   cr_assert_not_null(mkdtemp(dir));
   char cmd[512];
-  snprintf(cmd, sizeof cmd, "cp %s %s/", plugin("scale_layer.so"), dir);
+  snprintf(cmd, sizeof cmd, "cp %s %s/", test_plugin_path("scale_layer.so"), dir);
   cr_assert_eq(system(cmd), 0);
   setenv("CBRICK_PLUGIN_PATH", dir, 1);
   cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
@@ -189,9 +176,9 @@ Test(plugins, default_folder_and_env_path) {
 
 Test(plugins, unload_all_clears_registries) {
   cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(plugin("scale_layer.so"), &err), 0, "%s", err.msg);
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err), 0, "%s", err.msg);
   cb_plugin_unload_all();
   cr_assert(!cb_registry_has("PLUGIN_LAYERS", "Scale"));
-  cr_assert_eq(cb_plugin_load_file(plugin("scale_layer.so"), &err), 0, "reload: %s",
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err), 0, "reload: %s",
                err.msg);
 }

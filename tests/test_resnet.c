@@ -8,40 +8,7 @@
 
 #define FIXTURES "tests/fixtures/resnet"
 
-static void setup(void) {
-  cb_error err = {0};
-  cb_set_quiet(1);
-  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
-}
-
-static void teardown(void) {
-  cb_plugin_unload_all();
-}
-
-TestSuite(resnet, .init = setup, .fini = teardown);
-
-static cb_module *build_text(const char *text, cb_error *err) {
-  json_error_t jerr;
-  json_t *cfg = json_loads(text, 0, &jerr);
-  cr_assert_not_null(cfg, "bad test JSON: %s", jerr.text);
-  cb_module *m = cb_build("BACKBONES", cfg, NULL, "model.backbone", err);
-  json_decref(cfg);
-  return m;
-}
-
-static cb_module *build_ok(const char *text) {
-  cb_error err = {0};
-  cb_module *m = build_text(text, &err);
-  cr_assert_not_null(m, "%s", err.msg);
-  return m;
-}
-
-static void expect_error(const char *text, const char *needle) {
-  cb_error err = {0};
-  cb_module *m = build_text(text, &err);
-  cr_assert_null(m, "built %s, expected an error with '%s'", text, needle);
-  cr_assert(strstr(err.msg, needle), "error for %s:\n  %s\nlacks '%s'", text, err.msg, needle);
-}
+TestSuite(resnet, .init = load_builtin_plugins, .fini = unload_plugins);
 
 /* ---- fixtures ---- */
 
@@ -130,7 +97,7 @@ Test(resnet, fixture_resnext) {
 }
 
 Test(resnet, resnext_grouped_widths_and_errors) {
-  cb_module *m = build_ok("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 32, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 32, "
                           "\"base_width\": 4}");
   cr_assert_str_eq(cb_module_kind(m), "ResNeXt");
   cr_assert(cb_module_is(m, "ResNet"), "a ResNeXt still answers to ResNet (init_cfg layers)");
@@ -140,19 +107,19 @@ Test(resnet, resnext_grouped_widths_and_errors) {
   cr_assert_eq(w->tensor->shape[0], 128);
   cr_assert_eq(w->tensor->shape[1], 4, "128 channels in 32 groups");
   cb_module_free(m);
-  expect_error("{\"type\": \"ResNeXt\", \"depth\": 34}",
+  expect_backbone_error("{\"type\": \"ResNeXt\", \"depth\": 34}",
                "model.backbone.depth: invalid depth 34 for ResNeXt: expected one of 50, 101, 152");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"groups\": 2}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"groups\": 2}",
                "model.backbone.groups: grouped convolutions need Bottleneck blocks");
-  expect_error("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 0}",
+  expect_backbone_error("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 0}",
                "model.backbone.groups: expected an integer from 1");
 }
 
 Test(resnet, variants_name_their_kind) {
-  cb_module *m = build_ok("{\"type\": \"ResNetV1c\", \"depth\": 18}");
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1c\", \"depth\": 18}");
   cr_assert_str_eq(cb_module_kind(m), "ResNetV1c");
   cb_module_free(m);
-  m = build_ok("{\"type\": \"ResNetV1d\", \"depth\": 18}");
+  m = build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 18}");
   cr_assert_str_eq(cb_module_kind(m), "ResNetV1d");
   cb_module_free(m);
 }
@@ -213,7 +180,7 @@ static bool has(cb_module *m, const char *dotted) {
 }
 
 Test(resnet, resnet50_param_count) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 50}");
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50}");
   cr_assert_eq(cb_module_count_params(m), 23508032, "%lld", (long long)cb_module_count_params(m));
   cr_assert(has(m, "conv1.weight") && has(m, "bn1.running_var"));
   cr_assert(has(m, "layer1.0.downsample.0.weight") && has(m, "layer4.2.bn3.bias"));
@@ -225,7 +192,7 @@ Test(resnet, resnet50_param_count) {
 }
 
 Test(resnet, v1d_downsample_names) {
-  cb_module *m = build_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, \"base_channels\": 8, "
                           "\"stem_channels\": 8}");
   cr_assert(has(m, "layer1.0.downsample.1.weight"));
   cr_assert(has(m, "layer1.0.downsample.2.running_mean"));
@@ -238,7 +205,7 @@ Test(resnet, v1d_downsample_names) {
 }
 
 Test(resnet, basic_block_names_and_gn_names) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"GN\", "
                           "\"num_groups\": 2}}");
   cr_assert(has(m, "gn1.weight") && has(m, "layer1.1.gn2.bias"));
@@ -250,7 +217,7 @@ Test(resnet, basic_block_names_and_gn_names) {
 
 Test(resnet, outputs_ascending_without_duplicates) {
   cb_error err = {0};
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"out_indices\": [3, 1, 1]}");
   cb_module_train(m, false);
   cb_tensor *x = cb_tensor_new4(1, 3, 32, 32, &err);
@@ -280,7 +247,7 @@ static bool grads(cb_module *m, const char *dotted) {
 }
 
 Test(resnet, frozen_stages_plain_stem) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"frozen_stages\": 1}");
   for (int pass = 0; pass < 2; pass++) { /* at build time, then after train(true) */
     cr_assert(!grads(m, "conv1.weight") && !grads(m, "bn1.weight"));
@@ -295,7 +262,7 @@ Test(resnet, frozen_stages_plain_stem) {
 }
 
 Test(resnet, frozen_stages_deep_stem) {
-  cb_module *m = build_ok("{\"type\": \"ResNetV1c\", \"depth\": 50, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1c\", \"depth\": 50, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"frozen_stages\": 2}");
   cb_module_train(m, true);
   cr_assert(!trains(m, "stem") && !trains(m, "stem.0") && !trains(m, "stem.4"));
@@ -309,7 +276,7 @@ Test(resnet, frozen_stages_deep_stem) {
 }
 
 Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"norm_eval\": true}");
   cr_assert(trains(m, "layer1.0.bn1"), "norm_eval acts on train(), not at build time");
   cb_module_train(m, true);
@@ -318,7 +285,7 @@ Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
   cr_assert(grads(m, "layer3.0.bn1.weight"), "norm_eval does not stop gradients");
   cb_module_free(m);
 
-  m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, \"stem_channels\": "
+  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, \"stem_channels\": "
                "8, \"norm_eval\": true, \"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}");
   cb_module_train(m, true);
   cr_assert(trains(m, "layer1.0.gn1"), "GroupNorm is no _BatchNorm");
@@ -326,7 +293,7 @@ Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
 }
 
 Test(resnet, norm_cfg_requires_grad_false) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
                           "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"BN\", "
                           "\"requires_grad\": false}}");
   cr_assert(!grads(m, "layer1.0.bn1.weight") && grads(m, "layer1.0.conv1.weight"));
@@ -336,50 +303,50 @@ Test(resnet, norm_cfg_requires_grad_false) {
 /* ---- config errors ---- */
 
 Test(resnet, config_errors) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 51}", "model.backbone.depth: invalid depth 51");
-  expect_error("{\"type\": \"ResNet\"}", "model.backbone.depth: required");
-  expect_error("{\"type\": \"ResNet\", \"depth\": \"50\"}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 51}", "model.backbone.depth: invalid depth 51");
+  expect_backbone_error("{\"type\": \"ResNet\"}", "model.backbone.depth: required");
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": \"50\"}",
                "depth: expected an integer, found a string '50'");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 0}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 0}",
                "num_stages: expected 1 to 4, found 0");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 5}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 5}",
                "num_stages: expected 1 to 4, found 5");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 3}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 3}",
                "strides: expected one value per stage (num_stages = 3), found 4");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"strides\": [1, 2, 2]}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"strides\": [1, 2, 2]}",
                "strides: expected one value per stage");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"dilations\": [1, 1, 1, 0]}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"dilations\": [1, 1, 1, 0]}",
                "dilations: item 3: expected a positive integer");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"out_indices\": [0, 4]}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"out_indices\": [0, 4]}",
                "out_indices: item 1: expected a stage index from 0 to 3");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"style\": \"tf\"}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"style\": \"tf\"}",
                "style: expected 'pytorch' or 'caffe', found 'tf'");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stage\": 1}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stage\": 1}",
                "frozen_stage: unknown key for type 'ResNet' (did you mean 'frozen_stages'?)");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_eval\": 1}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_eval\": 1}",
                "norm_eval: expected true or false");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stages\": 5}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stages\": 5}",
                "frozen_stages: expected -1 (none) to 4");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"multi_grid\": [1]}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"multi_grid\": [1]}",
                "multi_grid: expected a dilation for each of the 2 blocks");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": \"a.safetensors\", "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": \"a.safetensors\", "
                "\"init_cfg\": {\"type\": \"Kaiming\"}}",
                "init_cfg and pretrained cannot be set at the same time");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": 3}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": 3}",
                "pretrained: expected a string");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_cfg\": {\"type\": \"BM\"}}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_cfg\": {\"type\": \"BM\"}}",
                "model.backbone.norm_cfg.type: 'BM' is not in the NORM_LAYERS registry");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"conv_cfg\": {\"type\": \"Conv3x\"}}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"conv_cfg\": {\"type\": \"Conv3x\"}}",
                "conv_cfg.type: 'Conv3x' is not in the CONV_LAYERS registry");
 }
 
 Test(resnet, variants_refuse_fixed_keys) {
-  expect_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"deep_stem\": true}",
+  expect_backbone_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"deep_stem\": true}",
                "deep_stem: ResNetV1c sets deep_stem itself (got multiple values");
-  expect_error("{\"type\": \"ResNetV1d\", \"depth\": 50, \"avg_down\": false}",
+  expect_backbone_error("{\"type\": \"ResNetV1d\", \"depth\": 50, \"avg_down\": false}",
                "avg_down: ResNetV1d sets avg_down itself");
-  expect_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"dpeth\": 3}", "did you mean 'depth'");
-  expect_error("{\"type\": \"ResNetV1d\", \"depth\": 19}", "invalid depth 19");
+  expect_backbone_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"dpeth\": 3}", "did you mean 'depth'");
+  expect_backbone_error("{\"type\": \"ResNetV1d\", \"depth\": 19}", "invalid depth 19");
 }
 
 /* ---- DCN and plugins, through test entries of the registries ---- */
@@ -433,10 +400,10 @@ static int plugin_channels(cb_module *m, const char *dotted) {
 }
 
 Test(resnet, dcn_unknown_type_is_registry_error) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCNv9\", "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCNv9\", "
                "\"deform_groups\": 1}, \"stage_with_dcn\": [false, true, true, true]}",
                "model.backbone.dcn.type: 'DCNv9' is not in the CONV_LAYERS registry");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCN\"}, "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCN\"}, "
                "\"stage_with_dcn\": [false, true]}",
                "stage_with_dcn: expected one flag per stage (num_stages = 4) when dcn is set");
 }
@@ -460,21 +427,21 @@ Test(resnet, dcn_fallback_on_stride_only_first_block) {
             "the user's config is left as it was");
   cb_module_free(m);
   json_decref(cfg);
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"dcn\": {\"type\": \"DCNProbe\"}, "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"dcn\": {\"type\": \"DCNProbe\"}, "
                "\"stage_with_dcn\": [true, false, false, false], \"conv_cfg\": {\"type\": "
                "\"Conv2d\"}}",
                "conv_cfg: must be null when dcn is used");
 }
 
 Test(resnet, plugin_unknown_type_is_registry_error) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
                "\"ContextBlok\", \"ratio\": 0.25}, \"position\": \"after_conv3\"}]}",
                "model.backbone.plugins[0].cfg.type: 'ContextBlok' is not in the PLUGIN_LAYERS");
 }
 
 Test(resnet, plugins_inserted_by_position_and_stage) {
   register_probes();
-  cb_module *m = build_ok(
+  cb_module *m = build_backbone_ok(
       "{\"type\": \"ResNet\", \"depth\": 50, \"base_channels\": 8, \"stem_channels\": 8, "
       "\"plugins\": [{\"cfg\": {\"type\": \"ProbePlugin\"}, \"position\": \"after_conv2\", "
       "\"stages\": [false, true, true, true]}, {\"cfg\": {\"type\": \"ProbePlugin\", "
@@ -486,17 +453,17 @@ Test(resnet, plugins_inserted_by_position_and_stage) {
   cr_assert_eq(plugin_channels(m, "layer4.2.probe_plugin2"), 256);
   cb_module_free(m);
 
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
                "\"ProbePlugin\"}, \"position\": \"after_conv3\"}, {\"cfg\": {\"type\": "
                "\"ProbePlugin\"}, \"position\": \"after_conv1\"}]}",
                "duplicate plugin probe_plugin");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 18, \"plugins\": [{\"cfg\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"plugins\": [{\"cfg\": {\"type\": "
                "\"ProbePlugin\"}, \"position\": \"after_conv3\"}]}",
                "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
                "\"ProbePlugin\"}, \"position\": \"after_conv3\", \"stages\": [true]}]}",
                "plugins[0].stages: expected one flag per stage (num_stages = 4), found 1");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
                "\"ProbePlugin\"}, \"postion\": \"after_conv3\"}]}",
                "plugins[0].position: required");
 }
@@ -507,7 +474,7 @@ Test(resnet, identity_plugins_keep_outputs) {
   cb_error err = {0};
   cb_weights *w = cb_safetensors_read(FIXTURES "/r18.safetensors", &err);
   cr_assert_not_null(w, "%s", err.msg);
-  cb_module *m = build_ok(
+  cb_module *m = build_backbone_ok(
       "{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, \"stem_channels\": 8, "
       "\"plugins\": [{\"cfg\": {\"type\": \"ProbePlugin\", \"postfix\": \"a\"}, \"position\": "
       "\"after_conv1\"}, {\"cfg\": {\"type\": \"ProbePlugin\", \"postfix\": \"b\"}, "

@@ -9,51 +9,13 @@
 #define NARROW "\"stem_channels\": 8, \"base_channels\": 8"
 #define SCALED "{\"type\": \"ScaledBottleneck\", \"expansion\": 4}"
 
-/* A test plugin of the build folder `make test` passes (build/ or build-asan/). */
-static void load_test_plugin(const char *file) {
-  const char *build = getenv("CBRICK_BUILD");
-  char path[512];
-  snprintf(path, sizeof path, "%s/tests/plugins/%s", build && *build ? build : "build", file);
-  cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_file(path, &err), 0, "%s", err.msg);
-}
-
 static void setup(void) {
-  cb_error err = {0};
-  cb_set_quiet(1);
-  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
+  load_builtin_plugins();
   load_test_plugin("custom_block.so");
   load_test_plugin("scale_layer.so");
 }
 
-static void teardown(void) {
-  cb_plugin_unload_all();
-}
-
-TestSuite(resnet_blocks, .init = setup, .fini = teardown);
-
-static cb_module *build_text(const char *text, cb_error *err) {
-  json_error_t jerr;
-  json_t *cfg = json_loads(text, 0, &jerr);
-  cr_assert_not_null(cfg, "bad test JSON %s: %s", text, jerr.text);
-  cb_module *m = cb_build("BACKBONES", cfg, NULL, "model.backbone", err);
-  json_decref(cfg);
-  return m;
-}
-
-static cb_module *build_ok(const char *text) {
-  cb_error err = {0};
-  cb_module *m = build_text(text, &err);
-  cr_assert_not_null(m, "%s: %s", text, err.msg);
-  return m;
-}
-
-static void expect_error(const char *text, const char *needle) {
-  cb_error err = {0};
-  cb_module *m = build_text(text, &err);
-  cr_assert_null(m, "built %s, expected an error with '%s'", text, needle);
-  cr_assert(strstr(err.msg, needle), "error for %s:\n  %s\nlacks '%s'", text, err.msg, needle);
-}
+TestSuite(resnet_blocks, .init = setup, .fini = unload_plugins);
 
 static bool has(const cb_module *m, const char *dotted) {
   return cb_module_find_param(m, dotted) != NULL;
@@ -162,7 +124,7 @@ static double max_rel_l2(const cb_tensor_list *got, const cb_tensor_list *want) 
 /* ---- the module tree ---- */
 
 Test(resnet_blocks, custom_block_tree_and_state_names) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 50, \"block\": " SCALED "}");
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, \"block\": " SCALED "}");
   cr_assert_str_eq(kind_at(m, "layer1.0"), "ScaledBottleneck");
   cr_assert_str_eq(kind_at(m, "layer4.2"), "ScaledBottleneck");
   cr_assert_str_eq(kind_at(m, "layer1.0.downsample"), "Sequential");
@@ -180,7 +142,7 @@ Test(resnet_blocks, custom_block_tree_and_state_names) {
 }
 
 Test(resnet_blocks, stage_blocks_list_and_depth_table) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"block\": {\"type\": "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"block\": {\"type\": "
                           "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, "
                           "2]}}");
   cr_assert_not_null(cb_module_find(m, "layer4.1"));
@@ -188,7 +150,7 @@ Test(resnet_blocks, stage_blocks_list_and_depth_table) {
   cr_assert_null(cb_module_find(m, "layer1.2"));
   cb_module_free(m);
 
-  m = build_ok("{\"type\": \"ResNet\", \"depth\": 38, " NARROW ", \"block\": {\"type\": "
+  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 38, " NARROW ", \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 2, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
                "\"38\": [3, 3, 3, 3]}}}");
   cr_assert_not_null(cb_module_find(m, "layer2.2"));
@@ -199,7 +161,7 @@ Test(resnet_blocks, stage_blocks_list_and_depth_table) {
   cr_assert_eq(cb_module_find_param(m, "layer2.0.downsample.0.weight")->tensor->shape[0], 32);
   cb_module_free(m);
 
-  m = build_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"num_stages\": 2, "
+  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"num_stages\": 2, "
                "\"strides\": [1, 2], \"dilations\": [1, 1], \"out_indices\": [1], \"block\": "
                "{\"type\": \"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [1, 3]}}");
   cr_assert_not_null(cb_module_find(m, "layer2.2"));
@@ -209,7 +171,7 @@ Test(resnet_blocks, stage_blocks_list_and_depth_table) {
 
 Test(resnet_blocks, variants_take_a_block) {
   cb_module *m =
-      build_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, " NARROW ", \"block\": " SCALED "}");
+      build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, " NARROW ", \"block\": " SCALED "}");
   cr_assert_str_eq(cb_module_kind(m), "ResNetV1d");
   cr_assert_str_eq(kind_at(m, "layer2.0.downsample.0"), "AvgPool2d");
   cr_assert(has(m, "layer2.0.downsample.1.weight") && has(m, "layer2.0.gamma"));
@@ -217,7 +179,7 @@ Test(resnet_blocks, variants_take_a_block) {
 }
 
 Test(resnet_blocks, block_receives_the_gamma_init_argument) {
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
                           "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.25}}");
   cr_assert_float_eq(cb_f32(cb_module_find_param(m, "layer3.2.gamma")->tensor)[0], 0.25f, 1e-7);
   cb_module_free(m);
@@ -227,9 +189,9 @@ Test(resnet_blocks, block_receives_the_gamma_init_argument) {
 
 /* With gamma = 1 a ScaledBottleneck computes exactly a Bottleneck. */
 Test(resnet_blocks, gamma_one_equals_plain_bottleneck) {
-  cb_module *plain = build_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW "}");
+  cb_module *plain = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW "}");
   cb_module *scaled =
-      build_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": " SCALED "}");
+      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": " SCALED "}");
   randomize(plain, 7);
   cr_assert_eq(copy_weights(scaled, plain), 16, "every tensor but the 16 gammas is shared");
   cb_tensor *x = input(11);
@@ -261,7 +223,7 @@ Test(resnet_blocks, gamma_one_equals_plain_bottleneck) {
 /* The plan runs the custom blocks as opaque nodes through their forward. */
 Test(resnet_blocks, plan_runs_custom_blocks_as_opaque_nodes) {
   cb_error err = {0};
-  cb_module *m = build_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
                           "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.7}}");
   randomize(m, 3);
   cb_tensor *x = input(5);
@@ -309,7 +271,7 @@ static names *state_names(cb_module *m) {
 
 /* Same state-dict names in the same order, same initialisation, same outputs. */
 static void expect_same_model(const char *default_text, const char *block_text) {
-  cb_module *a = build_ok(default_text), *b = build_ok(block_text);
+  cb_module *a = build_backbone_ok(default_text), *b = build_backbone_ok(block_text);
   names *na = state_names(a), *nb = state_names(b);
   cr_assert_str_eq(nb->text, na->text, "%s: state-dict names differ", block_text);
   free(na);
@@ -369,7 +331,7 @@ Test(resnet_blocks, builtin_block_keeps_plugins_dcn_caffe_and_groups) {
                     "\"base_width\": 4, \"dilations\": [1, 1, 2, 4], \"strides\": [1, 2, 1, 1], "
                     "\"multi_grid\": [1, 2, 4], \"block\": {\"type\": \"Bottleneck\"}}");
   cb_module *m =
-      build_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", " DCN ", \"block\": {\"type\": "
+      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", " DCN ", \"block\": {\"type\": "
                "\"Bottleneck\"}, \"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": "
                "\"after_conv3\", \"stages\": [false, true, false, false]}]}");
   cr_assert_str_eq(kind_at(m, "layer2.0.conv2"), "Conv2d", "fallback_on_stride: the first one");
@@ -410,7 +372,7 @@ Test(resnet_blocks, builtin_entries_build_alone) {
 
 Test(resnet_blocks, unknown_block_type_lists_the_registry) {
   cb_error err = {0};
-  cb_module *m = build_text("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  cb_module *m = build_backbone_text("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                             "\"ScaledBotleneck\", \"expansion\": 4}}",
                             &err);
   cr_assert_null(m);
@@ -419,103 +381,103 @@ Test(resnet_blocks, unknown_block_type_lists_the_registry) {
             "%s", err.msg);
   cr_assert(strstr(err.msg, "BasicBlock") && strstr(err.msg, "Bottleneck, ScaledBottleneck"), "%s",
             err.msg);
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"expansion\": 4}}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"expansion\": 4}}",
                "model.backbone.block.type: required (a name in the RES_BLOCKS registry)");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": \"Bottleneck\"}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": \"Bottleneck\"}",
                "model.backbone.block: expected");
 }
 
 Test(resnet_blocks, expansion_errors) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\"}}",
                "model.backbone.block.expansion: required for block type 'ScaledBottleneck'");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
                "\"expansion\": 2}}",
                "model.backbone.block.expansion: Bottleneck's expansion is 4, found 2");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 0}}",
                "model.backbone.block.expansion: expected an integer from 1 to 64, found 0");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": \"4\"}}",
                "model.backbone.block.expansion: expected an integer");
 }
 
 Test(resnet_blocks, stage_blocks_errors) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2]}}",
                "model.backbone.block.stage_blocks: expected 4 block counts (one per stage), "
                "found 3");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2, 2]}}",
                "expected 4 block counts (one per stage), found 5");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 0, 2, 2]}}",
                "model.backbone.block.stage_blocks: item 1: expected a positive integer up to "
                "1024, found 0");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, -1, 2, 2]}}",
                "item 1: expected a positive integer up to 1024, found -1");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, \"2\", 2, 2]}}",
                "item 1: expected a positive integer up to 1024, found a string");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": 2}}",
                "stage_blocks: expected a list of block counts, one per stage, found a number");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"num_stages\": 3, \"strides\": [1, 2, 2], "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"num_stages\": 3, \"strides\": [1, 2, 2], "
                "\"dilations\": [1, 1, 1], \"out_indices\": [2], \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2]}}",
                "stage_blocks: expected 3 to 4 block counts (one per stage, num_stages = 3), "
                "found 2");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 38, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 38, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"38\": [1, 1, 1]}}}",
                "model.backbone.block.stage_blocks.38: expected 4 block counts");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2]}, "
                "\"multi_grid\": [1]}",
                "multi_grid: expected a dilation for each of the 2 blocks of the last stage");
 }
 
 Test(resnet_blocks, depth_must_have_blocks) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
                "\"38\": [3, 3, 3, 3]}}}",
                "model.backbone.depth: invalid depth 50 for resnet with block type "
                "'ScaledBottleneck': expected one of the depths of block.stage_blocks (26, 38)");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": " SCALED "}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": " SCALED "}",
                "model.backbone.depth: invalid depth 26 for resnet: expected one of 18, 34, 50, "
                "101, 152, or give the block's own stage_blocks");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 0, \"block\": " SCALED "}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 0, \"block\": " SCALED "}",
                "model.backbone.depth: invalid depth 0");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 26}", "model.backbone.depth: invalid depth 26");
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26}", "model.backbone.depth: invalid depth 26");
 }
 
 Test(resnet_blocks, keys_resnet_passes_are_refused_in_block) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"stride\": 2}}",
                "model.backbone.block.stride: ResNet passes stride to every block itself");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
                "\"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}}",
                "model.backbone.block.norm_cfg: ResNet passes norm_cfg to every block itself");
 }
 
 Test(resnet_blocks, block_argument_errors_name_the_block) {
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4, \"gama_init\": 0.5}}",
                "model.backbone.block.gama_init: unknown key for type 'ScaledBottleneck'");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
                "\"ScaledBottleneck\", \"expansion\": 4}, \"dcn\": {\"type\": \"DCN\"}, "
                "\"stage_with_dcn\": [false, true, true, true]}",
                "model.backbone.block.dcn: ScaledBottleneck takes no dcn");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": " SCALED ", \"plugins\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": " SCALED ", \"plugins\": "
                "[{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv2\"}]}",
                "model.backbone.block.plugins: ScaledBottleneck takes no plugins");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"BasicBlock\"}, "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"BasicBlock\"}, "
                "\"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv3\"}]}",
                "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": {\"type\": "
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": {\"type\": "
                "\"BasicBlock\"}}",
                "model.backbone.groups: grouped convolutions need Bottleneck blocks, found block "
                "type BasicBlock");
-  expect_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": " SCALED "}",
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": " SCALED "}",
                "model.backbone.block.groups: unknown key for type 'ScaledBottleneck'");
 }

@@ -12,16 +12,7 @@
 
 #include "test_util.h"
 
-static void load_plugins(void) {
-  cb_error err = {0};
-  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
-}
-
-static void unload_plugins(void) {
-  cb_plugin_unload_all();
-}
-
-TestSuite(threads, .init = load_plugins, .fini = unload_plugins);
+TestSuite(threads, .init = load_builtin_plugins, .fini = unload_plugins);
 
 /* One model's job: build from config text, initialise with seed, run on a seeded
  * input (reference forward, or a compiled plan), keep the outputs. */
@@ -130,15 +121,6 @@ Test(threads, two_models_compiled_plans) {
 
 /* ---- the registry while plugins load ---- */
 
-static const char *test_plugin(const char *file) {
-  static char paths[2][512];
-  static int next;
-  char *p = paths[next++ % 2];
-  const char *build = getenv("CBRICK_BUILD");
-  snprintf(p, 512, "%s/tests/plugins/%s", build && *build ? build : "build", file);
-  return p;
-}
-
 typedef struct loader_job {
   atomic_int stop;
   int loads, rollbacks, unexpected;
@@ -153,9 +135,9 @@ static void *loader_thread(void *arg) {
   const char *const failing[2] = {"duplicate_scale.so", "init_fails.so"};
   for (int round = 0; !atomic_load(&job->stop) || round < 20; round++) {
     cb_error err = {0};
-    if (cb_plugin_load_file(test_plugin("scale_layer.so"), &err) == 0) job->loads++;
+    if (cb_plugin_load_file(test_plugin_path("scale_layer.so"), &err) == 0) job->loads++;
     cb_error_clear(&err);
-    if (cb_plugin_load_file(test_plugin(failing[round % 2]), &err) == 0 && !job->unexpected++)
+    if (cb_plugin_load_file(test_plugin_path(failing[round % 2]), &err) == 0 && !job->unexpected++)
       snprintf(job->first_unexpected, sizeof job->first_unexpected, "%s loaded",
                failing[round % 2]);
     else

@@ -19,3 +19,54 @@ cb_tensor *fixture_tensor(const cb_weights *w, const char *name) {
   cr_assert_not_null(t, "fixture tensor %s is missing", name);
   return (cb_tensor *)t;
 }
+
+void load_builtin_plugins(void) {
+  cb_error err = {0};
+  cb_set_quiet(1);
+  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
+}
+
+void unload_plugins(void) {
+  cb_plugin_unload_all();
+}
+
+const char *test_build_dir(void) {
+  const char *build = getenv("CBRICK_BUILD");
+  return build && *build ? build : "build";
+}
+
+const char *test_plugin_path(const char *file) {
+  static char paths[4][512];
+  static int next;
+  char *p = paths[next++ % 4];
+  snprintf(p, 512, "%s/tests/plugins/%s", test_build_dir(), file);
+  return p;
+}
+
+void load_test_plugin(const char *file) {
+  cb_error err = {0};
+  cr_assert_eq(cb_plugin_load_file(test_plugin_path(file), &err), 0, "%s", err.msg);
+}
+
+cb_module *build_backbone_text(const char *text, cb_error *err) {
+  json_error_t jerr;
+  json_t *cfg = json_loads(text, 0, &jerr);
+  cr_assert_not_null(cfg, "bad test JSON %s: %s", text, jerr.text);
+  cb_module *m = cb_build("BACKBONES", cfg, NULL, "model.backbone", err);
+  json_decref(cfg);
+  return m;
+}
+
+cb_module *build_backbone_ok(const char *text) {
+  cb_error err = {0};
+  cb_module *m = build_backbone_text(text, &err);
+  cr_assert_not_null(m, "%s: %s", text, err.msg);
+  return m;
+}
+
+void expect_backbone_error(const char *text, const char *needle) {
+  cb_error err = {0};
+  cb_module *m = build_backbone_text(text, &err);
+  cr_assert_null(m, "built %s, expected an error with '%s'", text, needle);
+  cr_assert(strstr(err.msg, needle), "error for %s:\n  %s\nlacks '%s'", text, err.msg, needle);
+}

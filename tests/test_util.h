@@ -2,11 +2,31 @@
 #define CBRICK_TEST_UTIL_H
 
 #include <cbrick.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
 
 /* ||got - want|| / ||want|| (the plain norm of got - want when want is all zero). */
 double rel_l2(const float *got, const float *want, long n);
 
 /* The named tensor of a fixture; fails the running test when it is missing. */
 cb_tensor *fixture_tensor(const cb_weights *w, const char *name);
+
+/* Suite set-up and tear-down: the built-in plugins (warnings silenced), then unload all. */
+void load_builtin_plugins(void);
+void unload_plugins(void);
+/* The build folder `make test` passes in CBRICK_BUILD (build/ by default). */
+const char *test_build_dir(void);
+/* <build>/tests/plugins/FILE; the last 4 results stay valid. */
+const char *test_plugin_path(const char *file);
+/* Loads that test plugin, failing the test when it does not load. */
+void load_test_plugin(const char *file);
+
+/* A backbone from config text, built as "model.backbone". */
+cb_module *build_backbone_text(const char *text, cb_error *err);
+/* The same, failing the test when it does not build. */
+cb_module *build_backbone_ok(const char *text);
+/* The config must fail to build with an error containing needle. */
+void expect_backbone_error(const char *text, const char *needle);
 
 #endif
