@@ -6,10 +6,14 @@
 
 static int quiet;
 
-void cb_failv(cb_error *err, const char *fmt, va_list ap) {
-  if (!err) return;
+int cb_fail(cb_error *err, const char *fmt, ...) {
+  if (!err) return -1;
+  va_list ap;
+  va_start(ap, fmt);
   vsnprintf(err->msg, sizeof err->msg, fmt, ap);
+  va_end(ap);
   err->failed = 1;
+  return -1;
 }
 
 int cb_error_prefix(cb_error *err, const char *fmt, ...) {

@@ -354,7 +354,7 @@ static int file_map(st_file *f, cb_error *err) {
   if (rc == 0) {
     f->size = (uint64_t)st.st_size;
     void *map = mmap(NULL, (size_t)f->size, PROT_READ, MAP_PRIVATE, fd, 0);
-    if (map == MAP_FAILED || !map)
+    if (map == MAP_FAILED)
       rc = cb_fail(err, "%s: cannot map the file: %s", f->path, strerror(errno));
     else
       f->map = map;
