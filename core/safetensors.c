@@ -366,7 +366,7 @@ static int file_map(st_file *f, cb_error *err) {
 CB_API cb_weights *cb_safetensors_read(const char *path, cb_error *err) {
   st_file f = {.path = path};
   json_t *header = NULL;
-  if (file_map(&f, err)) return NULL;
+  if (file_map(&f, err) || !f.map) return NULL;
   if (header_read(&f, &header, err)) {
     munmap((void *)f.map, f.size);
     return NULL;
