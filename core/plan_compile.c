@@ -202,17 +202,28 @@ static int plan_scratch(cb_plan *plan, cb_error *err) {
   size_t most = 0, shared = 0;
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
+    if (!n->dead && n->kind == PN_POOL && n->is_max) {
+      size_t row =
+          pool_row_floats(&n->pool, plan->values[n->in[0]].shape[3], plan->values[n->out].shape[3]);
+      most = row > most ? row : most;
+    }
     if (n->dead || n->kind != PN_CONV) continue;
     if (plan_conv_tile(plan, n, err)) return -1;
     size_t s = plan_conv_scratch(plan, n);
     if (s > most) most = s;
     if (plan_conv_shared(plan, n) > shared) shared = plan_conv_shared(plan, n);
+    if (plan_conv_padded(plan, n) > plan->padded_floats)
+      plan->padded_floats = plan_conv_padded(plan, n);
   }
+  if (plan->padded_floats &&
+      !(plan->padded =
+            aligned_alloc(ARENA_ALIGN, (plan->padded_floats + 15) / 16 * 16 * sizeof(float))))
+    return cb_fail(err, "plan: out of memory for padded inputs");
   plan->shared_floats = shared;
   if (shared &&
       !(plan->shared = aligned_alloc(ARENA_ALIGN, (shared + 15) / 16 * 16 * sizeof(float))))
     return cb_fail(err, "plan: out of memory for packed inputs");
-  plan->scratch_floats = (most + 15) / 16 * 16;
+  plan->scratch_floats = (most + 15) / 16 * 16; /* im2col panels, or a max pool's row */
   if (!most) return 0;
   plan->scratch =
       aligned_alloc(ARENA_ALIGN, plan->scratch_floats * sizeof(float) * (size_t)plan->threads);
@@ -251,6 +262,7 @@ CB_API void cb_plan_free(cb_plan *plan) {
   free(plan->arena);
   free(plan->scratch);
   free(plan->shared);
+  free(plan->padded);
   free(plan);
 }
 
@@ -299,7 +311,9 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
       s->convs++;
       s->flops += n->flops;
       int64_t og = n->conv.o / n->conv.p.groups;
-      int64_t rows = n->conv.packed ? n->conv.p.groups * ((og + 11) / 12 * 12) : n->conv.o;
+      int64_t rows = n->conv.small || n->conv.winograd ? (n->conv.o + 31) / 32 * 32
+                     : n->conv.packed                  ? n->conv.p.groups * ((og + 11) / 12 * 12)
+                                                       : n->conv.o;
       int64_t depth = n->conv.winograd ? 16 * n->conv.cg : n->conv.k;
       s->weight_bytes += (size_t)(rows * depth + n->conv.o) * sizeof(float);
       s->winograd += n->conv.winograd;

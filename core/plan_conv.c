@@ -11,8 +11,8 @@
 #include "plan_internal.h"
 #include "threads.h"
 
-#define PANEL_FLOATS (512 * 1024) /* im2col panel per thread */
-#define TILE_FLOATS (512 * 1024)  /* output tile */
+#define PANEL_FLOATS (64 * 1024) /* im2col panel per thread: stays in L2 across row blocks */
+#define TILE_FLOATS (512 * 1024) /* output tile */
 #define MIN_COLS 32
 
 static int64_t round_up(int64_t v, int64_t m) {
@@ -21,6 +21,15 @@ static int64_t round_up(int64_t v, int64_t m) {
 
 static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : v > hi ? hi : v;
+}
+
+/* Columns per phase of a padded input: padded column X = col * stride_w + phase. */
+static int64_t padded_cols(int64_t w, const cb_conv2d_params *p) {
+  return (w + 2 * p->pad_w + p->stride_w - 1) / p->stride_w;
+}
+
+static int64_t padded_image(const plan_conv *c, int64_t h, int64_t w) {
+  return c->cg * c->p.stride_w * (h + 2 * c->p.pad_h) * padded_cols(w, &c->p);
 }
 
 /* Weights in micro-kernel order: per group, per block of GEMM_MR rows, [k][GEMM_MR], the last
@@ -42,6 +51,20 @@ static int pack_weights(plan_conv *c, cb_error *err) {
   return 0;
 }
 
+static bool env_is(const char *value, const char *want) {
+  return value && strcmp(value, want) == 0;
+}
+
+/* The cost rule, or CBRICK_WINOGRAD: 0 turns Winograd off, 1 on wherever it applies. */
+static bool use_winograd(const cb_plan *plan, const plan_node *n) {
+  const char *env = getenv("CBRICK_WINOGRAD");
+  if (env_is(env, "0")) return false;
+  return env_is(env, "1") ? plan_winograd_fits(n) : plan_winograd_pays(plan, n);
+}
+
+/* Kernel and tiles of one convolution: Winograd (3x3 stride 1, by its cost rule), the
+ * small-map kernel (CBRICK_SMALL=0 turns it off) where it pads less, else the column
+ * kernel over packed slabs; OpenBLAS without AVX-512. */
 int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
@@ -64,27 +87,30 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->mc = (int)round_up((og + m_tiles - 1) / m_tiles, row_align);
   if (!fast && c->mc > og) c->mc = (int)og;
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
-  /* Winograd is opt-in (CBRICK_WINOGRAD=1): its scalar transforms still cost more than the
-   * multiplies it saves. */
-  const char *winograd = getenv("CBRICK_WINOGRAD");
-  c->winograd =
-      fast && plan_winograd_fits(n) && winograd && *winograd && strcmp(winograd, "0") != 0;
-  if (c->winograd) {
-    c->shared_panel = false;
-    return plan_winograd_pack(c, err);
-  }
+  if (fast && use_winograd(plan, n)) return plan_winograd_tile(plan, n, err);
+  if (fast && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
+    return plan_small_tile(plan, n, err);
+  /* With few input channels the per-row work of packing is tiny and locating the padding
+   * dominates: such convolutions (the stems) read a padded copy instead. */
+  c->padded = fast && !c->direct && c->p.groups == 1 && c->cg < 16;
   return fast ? pack_weights(c, err) : 0;
+}
+
+size_t plan_conv_padded(const cb_plan *plan, const plan_node *n) {
+  const int64_t *in = plan->values[n->in[0]].shape;
+  return n->conv.padded ? (size_t)(in[0] * padded_image(&n->conv, in[2], in[3])) : 0;
 }
 
 size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
   const int64_t *out = plan->values[n->out].shape;
+  if (n->conv.small) return plan_small_shared(plan, n);
   if (!n->conv.shared_panel || n->conv.winograd) return 0;
   return (size_t)(n->conv.k * round_up(out[2] * out[3], GEMM_NR));
 }
 
 size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n) {
-  (void)plan;
   if (n->conv.winograd) return plan_winograd_scratch(n);
+  if (n->conv.small) return plan_small_scratch(plan, n);
   if (n->conv.shared_panel) return 0;
   if (n->conv.packed) return (size_t)(n->conv.k * n->conv.nc);
   return n->conv.direct ? 0 : (size_t)(n->conv.k * n->conv.nc);
@@ -173,66 +199,122 @@ static void epilogue(const conv_job *j, const float *bias, int64_t m0, int64_t m
   }
 }
 
-/* A run of valid input pixels for consecutive slab columns: dst column, source offset in the
- * channel plane, length. Outside the runs the slab is zero (padding). */
-typedef struct slab_run {
-  int dst, len;
-  int64_t src;
-} slab_run;
+/* A piece of output columns [c0, c1) within one output row: slab column, length, row and
+ * first output column. */
+typedef slab_piece out_piece;
 
-/* The runs of kernel position (ki, kj) for output columns [c0, c1); they are the same for
- * every input channel. Returns the number of runs. */
-static int slab_runs(const conv_job *j, int64_t ki, int64_t kj, int64_t c0, int64_t c1,
-                     slab_run *runs) {
-  const cb_conv2d_params *p = &j->node->conv.p;
-  int64_t dx = kj * p->dil_w - p->pad_w, sw = p->stride_w;
+static int out_pieces(const conv_job *j, int64_t c0, int64_t c1, out_piece *pieces) {
   int n = 0;
-  for (int64_t q = c0; q < c1;) {
-    int64_t oh = q / j->ow, ow0 = q % j->ow;
+  int64_t oh = c0 / j->ow, ow0 = c0 % j->ow;
+  for (int64_t q = c0; q < c1; oh++, ow0 = 0) {
     int64_t len = j->ow - ow0 < c1 - q ? j->ow - ow0 : c1 - q;
-    int64_t ih = oh * p->stride_h - p->pad_h + ki * p->dil_h;
-    if (ih >= 0 && ih < j->h) {
-      int64_t lo = dx >= 0 ? 0 : clamp64((-dx + sw - 1) / sw - ow0, 0, len);
-      int64_t hi = j->w - 1 - dx < 0 ? lo : clamp64((j->w - 1 - dx) / sw - ow0 + 1, lo, len);
-      if (hi > lo)
-        runs[n++] =
-            (slab_run){(int)(q - c0 + lo), (int)(hi - lo), ih * j->w + (ow0 + lo) * sw + dx};
-    }
+    pieces[n++] = (out_piece){(int)(q - c0), (int)len, oh, ow0};
     q += len;
   }
   return n;
 }
 
-/* Columns [c0, c1) of every im2col row into one GEMM_NR-wide slab [k][GEMM_NR], zero-padded. */
-static void pack_slab(const conv_job *j, const float *img, int64_t c0, int64_t c1, float *slab) {
+/* The runs of kernel position (ki, kj) over the pieces; they are the same for every input
+ * channel. Returns the number of runs. */
+static int slab_runs(const conv_job *j, int64_t ki, int64_t kj, const out_piece *pieces,
+                     int n_pieces, slab_run *runs) {
+  const cb_conv2d_params *p = &j->node->conv.p;
+  int64_t dx = kj * p->dil_w - p->pad_w, sw = p->stride_w;
+  /* valid output columns o: first <= o < last, i.e. 0 <= o * sw + dx < w */
+  int64_t first = dx >= 0 ? 0 : (-dx + sw - 1) / sw;
+  int64_t last = j->w - 1 - dx < 0 ? 0 : (j->w - 1 - dx) / sw + 1;
+  int n = 0;
+  for (int i = 0; i < n_pieces; i++) {
+    const out_piece *q = &pieces[i];
+    int64_t ih = q->oh * p->stride_h - p->pad_h + ki * p->dil_h;
+    if (ih < 0 || ih >= j->h) continue;
+    int64_t lo = clamp64(first - q->ow0, 0, q->len), hi = clamp64(last - q->ow0, lo, q->len);
+    if (hi > lo)
+      runs[n++] =
+          (slab_run){(int)(q->dst + lo), (int)(hi - lo), ih * j->w + (q->ow0 + lo) * sw + dx};
+  }
+  return n;
+}
+
+/* Columns [c0, c1) (at most GEMM_NR) of every im2col row into rows [k][ld] of dst, GEMM_NR
+ * floats each, zero-padded. */
+static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c1, float *dst,
+                      int64_t ld) {
   const plan_conv *c = &j->node->conv;
-  int64_t len = c1 - c0;
+  slab_run runs[GEMM_NR];
   if (c->direct) {
-    int64_t plane = j->cols;
-    for (int64_t k = 0; k < c->k; k++) {
-      memcpy(slab + k * GEMM_NR, img + k * plane + c0, (size_t)len * sizeof(float));
-      if (len < GEMM_NR)
-        memset(slab + k * GEMM_NR + len, 0, (size_t)(GEMM_NR - len) * sizeof(float));
-    }
+    runs[0] = (slab_run){0, (int)(c1 - c0), c0};
+    plan_pack_rows(dst, ld, img, j->cols, c->k, runs, 1, 1);
     return;
   }
-  slab_run runs[GEMM_NR];
-  int64_t sw = c->p.stride_w, plane = j->h * j->w;
-  memset(slab, 0, (size_t)(c->k * GEMM_NR) * sizeof(float));
+  out_piece pieces[GEMM_NR];
+  int n_pieces = out_pieces(j, c0, c1, pieces);
+  if (c->padded) {
+    padded_input in = {.x = img,
+                       .rows = j->h + 2 * c->p.pad_h,
+                       .cols = padded_cols(j->w, &c->p),
+                       .channels = c->cg,
+                       .kh = (int)c->kh,
+                       .kw = (int)c->kw,
+                       .stride_h = c->p.stride_h,
+                       .stride_w = c->p.stride_w,
+                       .dil_h = c->p.dil_h,
+                       .dil_w = c->p.dil_w};
+    plan_pack_padded(dst, &in, pieces, n_pieces);
+    return;
+  }
+  int64_t taps = c->kh * c->kw;
   for (int64_t ki = 0; ki < c->kh; ki++)
     for (int64_t kj = 0; kj < c->kw; kj++) {
-      int n = slab_runs(j, ki, kj, c0, c1, runs);
-      for (int64_t ch = 0; ch < c->cg; ch++) {
-        float *dst = slab + ((ch * c->kh + ki) * c->kw + kj) * GEMM_NR;
-        const float *src = img + ch * plane;
-        for (int r = 0; r < n; r++) {
-          if (sw == 1) {
-            memcpy(dst + runs[r].dst, src + runs[r].src, (size_t)runs[r].len * sizeof(float));
-            continue;
-          }
-          for (int t = 0; t < runs[r].len; t++)
-            dst[runs[r].dst + t] = src[runs[r].src + t * sw];
-        }
+      int n = slab_runs(j, ki, kj, pieces, n_pieces, runs);
+      plan_pack_rows(dst + (ki * c->kw + kj) * ld, taps * ld, img, j->h * j->w, c->cg, runs, n,
+                     (int)c->p.stride_w);
+    }
+}
+
+static void pack_slab(const conv_job *j, const float *img, int64_t c0, int64_t c1, float *slab) {
+  pack_cols(j, img, c0, c1, slab, GEMM_NR);
+}
+
+void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
+                      int64_t c0, int64_t c1, float *dst, int64_t ld) {
+  conv_job j = {.node = (plan_node *)n,
+                .c = in[1],
+                .h = in[2],
+                .w = in[3],
+                .oh = out[2],
+                .ow = out[3],
+                .cols = out[2] * out[3]};
+  pack_cols(&j, img, c0, c1, dst, ld);
+}
+
+/* Where image img, group g is packed from: the input, or its padded copy. */
+static const float *pack_source(const conv_job *j, int64_t img, int g) {
+  const plan_conv *c = &j->node->conv;
+  if (c->padded) return j->plan->padded + img * padded_image(c, j->h, j->w);
+  return j->x + (img * j->c + (int64_t)g * c->cg) * j->h * j->w;
+}
+
+/* One channel of the padded copy: zero borders, columns split by phase. */
+__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+pad_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const conv_job *j = ctx;
+  const cb_conv2d_params *p = &j->node->conv.p;
+  int64_t rows = j->h + 2 * p->pad_h, cols = padded_cols(j->w, p), sw = p->stride_w;
+  const float *src = j->x + (int64_t)task * j->h * j->w;
+  float *dst = j->plan->padded + (int64_t)task * sw * rows * cols;
+  for (int64_t ph = 0; ph < sw; ph++)
+    for (int64_t r = 0; r < rows; r++, dst += cols) {
+      int64_t y = r - p->pad_h;
+      if (y < 0 || y >= j->h) {
+        memset(dst, 0, (size_t)cols * sizeof(float));
+        continue;
+      }
+      const float *row = src + y * j->w;
+      for (int64_t q = 0; q < cols; q++) {
+        int64_t x = q * sw + ph - p->pad_w;
+        dst[q] = x >= 0 && x < j->w ? row[x] : 0.0f;
       }
     }
 }
@@ -241,7 +323,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
                            int64_t n1, int thread) {
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
-  const float *x = j->x + ((int64_t)img * j->c + (int64_t)g * c->cg) * j->h * j->w;
+  const float *x = pack_source(j, img, g);
   int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
   float *y = j->y + out_off;
   const float *res = j->residual ? j->residual + out_off : NULL;
@@ -321,7 +403,7 @@ static void pack_shared_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;
   const plan_conv *c = &j->node->conv;
-  const float *x = j->x + (int64_t)j->image * j->c * j->h * j->w;
+  const float *x = pack_source(j, j->image, 0);
   int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
   pack_slab(j, x, c0, c1, j->plan->shared + c0 * c->k);
 }
@@ -349,6 +431,10 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
     plan_winograd_run(plan, n, x, residual, y);
     return;
   }
+  if (n->conv.small) {
+    plan_small_run(plan, n, x, residual, y);
+    return;
+  }
   const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
   conv_job j = {.plan = plan,
                 .node = n,
@@ -364,6 +450,7 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
                 .og = n->conv.o / n->conv.p.groups};
   j.n_tiles = (int)((j.cols + n->conv.nc - 1) / n->conv.nc);
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
+  if (n->conv.padded) cb_parallel_for((int)(in[0] * in[1]), pad_task, &j);
   if (n->conv.shared_panel) {
     run_shared(&j, in[0]);
     return;

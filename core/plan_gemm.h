@@ -13,6 +13,36 @@
 
 bool plan_gemm_available(void);
 
+/* The small-map kernel: C^T[SMALL_PR pixels x SMALL_NO output channels] over an unpacked
+ * input A[k][pixel] (row stride lda, one broadcast per pixel) and weights packed [k][SMALL_NO].
+ * Maps of 7x7 and 14x14 pixels split into whole blocks of 7. */
+#define SMALL_PR 7
+#define SMALL_NO 32
+
+typedef struct small_tile {
+  int64_t kc, lda;
+  const float *a; /* a[k * lda + pixel] */
+  const float *w; /* [kc][SMALL_NO] */
+  float *c;       /* [SMALL_PR][SMALL_NO] */
+  bool load_c;
+} small_tile;
+
+void plan_gemm_small(const small_tile *t);
+
+/* Writes back one block of accumulators [pixels][SMALL_NO] transposed: for rows < SMALL_NO
+ * output channels, y[r][p] = acc[p][r] + bias[r] (+ res[r][p]), then ReLU. */
+typedef struct small_out {
+  const float *acc;
+  int rows;
+  int64_t pixels, ldy;
+  float *y;
+  const float *res; /* like y, or NULL */
+  const float *bias;
+  bool relu;
+} small_out;
+
+void plan_small_store(const small_out *o);
+
 typedef struct gemm_tile {
   int64_t kc;
   const float *a; /* [kc][GEMM_MR] */
@@ -28,5 +58,38 @@ typedef struct gemm_tile {
 } gemm_tile;
 
 void plan_gemm_tile(const gemm_tile *t);
+
+/* A run of valid input pixels for consecutive slab columns: dst column, source offset in the
+ * channel plane, length. Outside the runs a slab row is zero (padding). */
+typedef struct slab_run {
+  int dst, len;
+  int64_t src;
+} slab_run;
+
+/* A piece of a slab's output columns within one output row: slab column, length, output row
+ * and first output column. */
+typedef struct slab_piece {
+  int dst, len;
+  int64_t oh, ow0;
+} slab_piece;
+
+/* The input of a convolution with few channels, zero-padded and split by column phase
+ * (stride_w), so that every im2col row of a slab is a run of consecutive floats:
+ * x[ch][phase][row][col] for padded row `row` and padded column col * stride_w + phase. */
+typedef struct padded_input {
+  const float *x;
+  int64_t rows, cols; /* per phase */
+  int64_t channels;
+  int kh, kw, stride_h, stride_w, dil_h, dil_w;
+} padded_input;
+
+/* Every im2col row (channel, kernel row, kernel column) of the pieces' columns into a slab
+ * [k][GEMM_NR], zero-padded. */
+void plan_pack_padded(float *slab, const padded_input *in, const slab_piece *pieces, int n_pieces);
+
+/* rows slab rows of GEMM_NR floats, dst + r * dst_stride, gathered from src + r * src_stride
+ * by the runs (consecutive sources stride apart). */
+void plan_pack_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+                    int64_t rows, const slab_run *runs, int n_runs, int stride);
 
 #endif

@@ -16,7 +16,9 @@ typedef struct plan_conv {
   bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
   float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */
   bool shared_panel;        /* row tiles share one packed input, built first */
-  bool winograd;            /* 3x3 stride 1 as F(2x2, 3x3); packed holds the transformed U */
+  bool winograd; /* 3x3 stride 1 as F(2x2, 3x3); packed holds U, [16][o / SMALL_NO][c][SMALL_NO] */
+  bool small;    /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
+  bool padded;   /* few input channels: packed from a padded, phase-split copy */
 } plan_conv;
 
 typedef struct plan_node {
@@ -60,6 +62,8 @@ struct cb_plan {
   size_t scratch_floats;
   float *shared; /* the packed input of a shared_panel conv */
   size_t shared_floats;
+  float *padded; /* the padded input of a padded conv */
+  size_t padded_floats;
   bool profile;
   long runs;
 };
@@ -77,14 +81,28 @@ int plan_check_value(const cb_plan_builder *b, int value, cb_error *err);
 
 /* Fusions, weight packing and the arena (plan_compile.c). */
 int plan_finish(cb_plan *plan, cb_error *err);
+/* Scratch floats per thread of a max pool over rows of w inputs and ow outputs (plan_run.c). */
+size_t pool_row_floats(const cb_pool2d_params *p, int64_t w, int64_t ow);
 /* Convolution of one node (plan_conv.c). */
 void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *residual, float *y);
 int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err);
 size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n);
 size_t plan_conv_shared(const cb_plan *plan, const plan_node *n);
+size_t plan_conv_padded(const cb_plan *plan, const plan_node *n);
+/* Columns [c0, c1) (at most GEMM_NR) of the im2col matrix of one image group into rows
+ * [k][ld] of dst (GEMM_NR floats written per row); in and out are the NCHW shapes. */
+void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
+                      int64_t c0, int64_t c1, float *dst, int64_t ld);
+/* The small-map kernel: output pixels broadcast, output channels in vectors (plan_small.c). */
+bool plan_small_fits(const cb_plan *plan, const plan_node *n);
+int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);
+size_t plan_small_scratch(const cb_plan *plan, const plan_node *n);
+size_t plan_small_shared(const cb_plan *plan, const plan_node *n);
+void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y);
 /* Winograd F(2x2, 3x3) (plan_winograd.c). */
 bool plan_winograd_fits(const plan_node *n);
-int plan_winograd_pack(plan_conv *c, cb_error *err);
+bool plan_winograd_pays(const cb_plan *plan, const plan_node *n);
+int plan_winograd_tile(cb_plan *plan, plan_node *n, cb_error *err);
 size_t plan_winograd_scratch(const plan_node *n);
 void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                        float *y);

@@ -1,6 +1,9 @@
 /* The worker pool: workers spin briefly on a generation counter, then sleep on a condition
- * variable, so back-to-back parallel loops (one per layer) start without a wake-up cost. */
+ * variable, so back-to-back parallel loops (one per layer) start without a wake-up cost.
+ * Every wait yields the processor after a short spin: when other processes share the cores,
+ * a waiting thread must not hold the processor that the thread it waits for needs. */
 #include <pthread.h>
+#include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <unistd.h>
@@ -10,7 +13,8 @@
 #include "threads.h"
 
 #define POOL_MAX_THREADS 64
-#define POOL_SPIN 200000
+#define POOL_SPIN 20000  /* wait iterations before a worker sleeps */
+#define POOL_PAUSES 2000 /* of them pauses before each iteration yields */
 #define POOL_CLOSED (1 << 30)
 
 typedef struct pool {
@@ -40,16 +44,20 @@ static void run_tasks(pool *p, int thread) {
   }
 }
 
+static void pool_wait(int spins) {
+  if (spins < POOL_PAUSES)
+    __builtin_ia32_pause();
+  else
+    sched_yield();
+}
+
 static void *worker_main(void *arg) {
   int thread = (int)(intptr_t)arg;
   pool *p = &the_pool;
   unsigned seen = atomic_load(&p->generation);
   for (;;) {
-    int spins = 0;
-    while (atomic_load(&p->generation) == seen && spins < POOL_SPIN) {
-      __builtin_ia32_pause();
-      spins++;
-    }
+    for (int spins = 0; atomic_load(&p->generation) == seen && spins < POOL_SPIN; spins++)
+      pool_wait(spins);
     if (atomic_load(&p->generation) == seen) {
       pthread_mutex_lock(&p->lock);
       while (atomic_load(&p->generation) == seen && !p->stop)
@@ -119,8 +127,8 @@ void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->lock);
   run_tasks(p, 0);
-  while (atomic_load(&p->pending) > 0)
-    __builtin_ia32_pause();
+  for (int spins = 0; atomic_load(&p->pending) > 0; spins++)
+    pool_wait(spins);
   atomic_store(&p->next_task, POOL_CLOSED); /* a late worker takes nothing */
   pthread_mutex_unlock(&loop_lock);
 }

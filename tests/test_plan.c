@@ -9,17 +9,7 @@
 
 #define FIXTURES "tests/fixtures/resnet"
 
-static void setup(void) {
-  cb_error err = {0};
-  cb_set_quiet(1);
-  cr_assert_eq(cb_plugin_load_default(&err), 0, "%s", err.msg);
-}
-
-static void teardown(void) {
-  cb_plugin_unload_all();
-}
-
-TestSuite(plan, .init = setup, .fini = teardown);
+TestSuite(plan, .init = load_builtin_plugins, .fini = unload_plugins);
 
 static bool is_expectation(const char *name) {
   return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
@@ -259,6 +249,81 @@ Test(plan, odd_shapes_match_reference) {
   const int64_t a[4] = {2, 3, 67, 33}, b[4] = {1, 3, 96, 128};
   compare_with_reference(m, a, 2);
   compare_with_reference(m, b, 1);
+  cb_module_free(m);
+}
+
+static cb_module *random_resnet(const char *json, uint64_t seed) {
+  cb_error err = {0};
+  json_t *cfg = json_loads(json, 0, NULL);
+  cr_assert_not_null(cfg);
+  cb_module *m = build_json(cfg, "model.backbone");
+  json_decref(cfg);
+  cb_rng rng;
+  cb_rng_seed(&rng, seed);
+  cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  cb_module_train(m, false);
+  return m;
+}
+
+static int count_winograd(cb_module *m, const int64_t *shape) {
+  cb_error err = {0};
+  cb_plan *plan = cb_plan_compile(m, shape, 1, &err);
+  cr_assert_not_null(plan, "%s", err.msg);
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  cb_plan_free(plan);
+  return s.winograd;
+}
+
+/* Winograd F(2x2, 3x3) by the cost rule (64 channels and more), on maps with odd sides and
+ * partial tile chunks, batch 2, basic blocks with the residual sum in the epilogue. */
+Test(plan, winograd_odd_sizes) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 64, "
+                               "\"stem_channels\": 32, \"num_stages\": 3, \"strides\": [1, 2, 2], "
+                               "\"dilations\": [1, 1, 1], \"out_indices\": [0, 1, 2]}",
+                               11);
+  const int64_t a[4] = {2, 3, 75, 61}, b[4] = {1, 3, 50, 38};
+  unsetenv("CBRICK_WINOGRAD");
+  int used = count_winograd(m, a);
+  if (used == 0) cr_skip_test("no AVX-512 here: Winograd runs on the AVX-512 kernels only");
+  cr_assert_geq(used, 8, "Winograd convs: %d", used);
+  compare_with_reference(m, a, 2);
+  compare_with_reference(m, b, 1);
+  setenv("CBRICK_WINOGRAD", "0", 1);
+  cr_assert_eq(count_winograd(m, a), 0, "CBRICK_WINOGRAD=0 turns it off");
+  unsetenv("CBRICK_WINOGRAD");
+  cb_module_free(m);
+}
+
+/* Dilated 3x3 convolutions as Winograd over the phases of the map (dilation 2 and 4, maps
+ * whose sides the dilation does not divide). */
+Test(plan, winograd_dilated) {
+  cb_module *m = random_resnet("{\"type\": \"ResNetV1c\", \"depth\": 18, \"base_channels\": 64, "
+                               "\"stem_channels\": 32, \"num_stages\": 3, \"strides\": [1, 2, 1], "
+                               "\"dilations\": [1, 2, 4], \"out_indices\": [1, 2]}",
+                               17);
+  const int64_t a[4] = {1, 3, 67, 93}, b[4] = {2, 3, 40, 36};
+  int used = count_winograd(m, a);
+  if (used == 0) cr_skip_test("no AVX-512 here: Winograd runs on the AVX-512 kernels only");
+  cr_assert_geq(used, 10, "Winograd convs: %d", used);
+  compare_with_reference(m, a, 2);
+  compare_with_reference(m, b, 1);
+  cb_module_free(m);
+}
+
+/* The small-map kernel (7x7 and 14x14 maps, pixel blocks of 7, partial blocks on other
+ * sizes) against the column kernel and the reference, on 1, 2 and 3 threads. */
+Test(plan, small_maps_and_thread_splits) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 50, \"base_channels\": 16, "
+                               "\"stem_channels\": 16}",
+                               13);
+  const int64_t sizes[3][4] = {{1, 3, 224, 224}, {1, 3, 100, 76}, {2, 3, 45, 59}};
+  for (int i = 0; i < 3; i++) {
+    compare_with_reference(m, sizes[i], 1 + i);
+    setenv("CBRICK_SMALL", "0", 1);
+    compare_with_reference(m, sizes[i], 3 - i);
+    unsetenv("CBRICK_SMALL");
+  }
   cb_module_free(m);
 }
 

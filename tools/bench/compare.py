@@ -141,8 +141,10 @@ def main():
         for threads in args.threads:
             rows.append(compare(args, cbrick, cfg, weights, threads))
     peak = {}
-    for threads in args.threads:
-        peak[threads] = run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
+    for threads in args.threads:  # the best of three: a busy machine only lowers it
+        runs = [run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
+                for _ in range(3)]
+        peak[threads] = max(runs, key=lambda r: r["peak_gflops"])
     print_table(args, rows, peak, torch.__version__)
     return 0
 
@@ -206,6 +208,8 @@ def print_table(args, rows, peak, torch_version):
               f"{cb['peak_rss_bytes'] / eager['peak_rss_bytes']:9.3f}")
     print("# FMA peak (cbrick bench --peak): "
           + ", ".join(f"{t} thr {v['peak_gflops']:.0f} GFLOP/s" for t, v in peak.items()))
+    print("# GFLOP/s counts the direct convolution's FLOPs; Winograd layers execute fewer, so "
+          "%peak may pass 100")
 
 
 if __name__ == "__main__":

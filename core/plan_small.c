@@ -1,0 +1,203 @@
+/* Convolutions over small maps (7x7, 14x14), and 1x1 convolutions with 64 output channels:
+ * the output is computed transposed, SMALL_PR pixels broadcast against SMALL_NO output
+ * channels in vectors, so that 49 or 196 pixels split into whole blocks of 7 instead of being
+ * padded to a multiple of GEMM_NR, and 64 channels are not padded to a multiple of GEMM_MR.
+ * The input is read in place (1x1 stride 1) or from one im2col matrix shared by all tasks;
+ * each task owns a chunk of output channels and pixels, accumulates it in a buffer and
+ * writes it back transposed with the epilogue. */
+#include <stdlib.h>
+#include <string.h>
+
+#include "plan_gemm.h"
+#include "plan_internal.h"
+#include "threads.h"
+
+#define SMALL_KC 128       /* depth per pass over the buffer */
+#define SMALL_CT 16384     /* accumulator floats per task */
+#define SMALL_MAX_COLS 256 /* larger maps need an im2col matrix too large to share */
+
+static int64_t round_up(int64_t v, int64_t m) {
+  return (v + m - 1) / m * m;
+}
+
+/* Chosen when it pads less than the column kernel: rows of GEMM_MR channels and columns of
+ * GEMM_NR pixels there, SMALL_NO channels and SMALL_PR pixels here. */
+bool plan_small_fits(const cb_plan *plan, const plan_node *n) {
+  const plan_conv *c = &n->conv;
+  const int64_t *out = plan->values[n->out].shape;
+  int64_t cols = out[2] * out[3], og = c->o / c->p.groups;
+  if (c->p.groups != 1 || (cols > SMALL_MAX_COLS && !c->direct)) return false;
+  double column = (double)(round_up(cols, GEMM_NR) * round_up(og, GEMM_MR));
+  double small = (double)(round_up(cols, SMALL_PR) * round_up(og, SMALL_NO));
+  /* on large maps the column kernel's panels pay off unless it pads many channels (64 to 72) */
+  return small < (cols > SMALL_MAX_COLS ? 0.9 : 0.97) * column;
+}
+
+/* Weights as [o / SMALL_NO][k][SMALL_NO], the last block padded with zero channels. */
+static int pack_weights(plan_conv *c, cb_error *err) {
+  int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
+  float *packed = calloc((size_t)(blocks * SMALL_NO * c->k), sizeof(float));
+  if (!packed) return cb_fail(err, "plan: out of memory packing weights");
+  for (int64_t m = 0; m < c->o; m++) {
+    float *dst = packed + (m / SMALL_NO) * c->k * SMALL_NO + m % SMALL_NO;
+    for (int64_t k = 0; k < c->k; k++)
+      dst[k * SMALL_NO] = c->weight[m * c->k + k];
+  }
+  free(c->weight);
+  c->weight = NULL;
+  c->packed = packed;
+  return 0;
+}
+
+/* Chunks: mc output channels by nc pixels per task, at most SMALL_CT floats, and at least two
+ * tasks per thread when the layer allows. */
+int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
+  plan_conv *c = &n->conv;
+  const int64_t *out = plan->values[n->out].shape;
+  int64_t cols = out[2] * out[3], images = out[0];
+  int64_t mc = round_up(c->o, SMALL_NO), nc = round_up(cols, SMALL_PR);
+  while (mc > SMALL_NO && mc * nc > SMALL_CT)
+    mc = round_up(mc / 2, SMALL_NO);
+  while (nc > SMALL_PR && mc * nc > SMALL_CT)
+    nc = round_up(nc / 2, SMALL_PR);
+  int want = plan->threads > 1 ? 2 * plan->threads : 1;
+  for (;;) {
+    int64_t tasks = images * ((c->o + mc - 1) / mc) * ((cols + nc - 1) / nc);
+    if (tasks >= want) break;
+    if (mc > SMALL_NO)
+      mc = round_up(mc / 2, SMALL_NO);
+    else if (nc > SMALL_PR)
+      nc = round_up(nc / 2, SMALL_PR);
+    else
+      break;
+  }
+  c->mc = (int)mc;
+  c->nc = (int)nc;
+  c->small = true;
+  c->shared_panel = false;
+  return pack_weights(c, err);
+}
+
+static int64_t im2col_ld(const plan_value *out) {
+  return round_up(out->shape[2] * out->shape[3], GEMM_NR);
+}
+
+size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
+  if (n->conv.direct) return 0;
+  return (size_t)(n->conv.k * im2col_ld(&plan->values[n->out]));
+}
+
+/* The accumulators and the zero-padded copy of a last, partial pixel block. */
+size_t plan_small_scratch(const cb_plan *plan, const plan_node *n) {
+  (void)plan;
+  return (size_t)(n->conv.mc * n->conv.nc + SMALL_KC * SMALL_PR);
+}
+
+typedef struct small_job {
+  cb_plan *plan;
+  const plan_node *node;
+  const int64_t *in, *out;
+  const float *x, *res;
+  float *y;
+  int64_t cols, m_tiles, n_tiles;
+  int image; /* im2col: the image being run */
+} small_job;
+
+/* Rows [k0, k0 + kc) of pixels [p0, cols) into tmp[kc][SMALL_PR], zero-padded. */
+static const float *partial_block(const float *a, int64_t lda, int64_t kc, int64_t np, float *tmp) {
+  memset(tmp, 0, (size_t)(kc * SMALL_PR) * sizeof(float));
+  for (int64_t k = 0; k < kc; k++)
+    memcpy(tmp + k * SMALL_PR, a + k * lda, (size_t)np * sizeof(float));
+  return tmp;
+}
+
+/* y[m][p] = acc + bias (+ residual), then ReLU, for the task's chunk. */
+static void write_back(const small_job *j, const float *acc, int64_t m0, int64_t m1, int64_t p0,
+                       int64_t p1, int64_t nc, float *y, const float *res) {
+  for (int64_t m = m0; m < m1; m += SMALL_NO) {
+    small_out o = {.acc = acc + (m - m0) / SMALL_NO * nc * SMALL_NO,
+                   .rows = (int)(m1 - m < SMALL_NO ? m1 - m : SMALL_NO),
+                   .pixels = p1 - p0,
+                   .ldy = j->cols,
+                   .y = y + m * j->cols + p0,
+                   .res = res ? res + m * j->cols + p0 : NULL,
+                   .bias = j->node->conv.bias + m,
+                   .relu = j->node->relu};
+    plan_small_store(&o);
+  }
+}
+
+static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, int thread) {
+  const plan_node *n = j->node;
+  const plan_conv *c = &n->conv;
+  int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
+  int64_t p0 = tn * c->nc, p1 = p0 + c->nc < j->cols ? p0 + c->nc : j->cols;
+  float *acc = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
+  float *tmp = acc + c->mc * c->nc;
+  const float *a;
+  int64_t lda;
+  if (c->direct) {
+    a = j->x + img * c->k * j->cols;
+    lda = j->cols;
+  } else {
+    a = j->plan->shared;
+    lda = im2col_ld(&j->plan->values[n->out]);
+  }
+  int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
+  int64_t tail = (p1 - p0) % SMALL_PR;
+  for (int64_t b = 0; b < blocks; b++) {
+    const float *w = c->packed + (m0 / SMALL_NO + b) * c->k * SMALL_NO;
+    for (int64_t k0 = 0; k0 < c->k; k0 += SMALL_KC) {
+      int64_t kc = c->k - k0 < SMALL_KC ? c->k - k0 : SMALL_KC;
+      for (int64_t p = p0; p < p1; p += SMALL_PR) {
+        bool partial = p1 - p < SMALL_PR;
+        small_tile t = {.kc = kc,
+                        .lda = partial ? SMALL_PR : lda,
+                        .a = partial ? partial_block(a + k0 * lda + p, lda, kc, tail, tmp)
+                                     : a + k0 * lda + p,
+                        .w = w + k0 * SMALL_NO,
+                        .c = acc + b * c->nc * SMALL_NO + (p - p0) * SMALL_NO,
+                        .load_c = k0 > 0};
+        plan_gemm_small(&t);
+      }
+    }
+  }
+  int64_t off = img * c->o * j->cols;
+  const float *res = j->res ? j->res + off : NULL;
+  if (res && n->residual_in_place) res = j->y + off;
+  write_back(j, acc, m0, m1, p0, p1, c->nc, j->y + off, res);
+}
+
+static void chunk_task(void *ctx, int task, int thread) {
+  const small_job *j = ctx;
+  int64_t per_image = j->m_tiles * j->n_tiles;
+  int64_t img = j->node->conv.direct ? task / per_image : j->image, rest = task % per_image;
+  run_chunk(j, img, rest / j->n_tiles, rest % j->n_tiles, thread);
+}
+
+static void im2col_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const small_job *j = ctx;
+  const plan_node *n = j->node;
+  int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
+  const float *img = j->x + (int64_t)j->image * j->in[1] * j->in[2] * j->in[3];
+  plan_conv_im2col(n, j->in, j->out, img, c0, c1, j->plan->shared + c0,
+                   im2col_ld(&j->plan->values[n->out]));
+}
+
+void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y) {
+  const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
+  small_job j = {.plan = plan, .node = n, .in = in, .out = out, .x = x, .res = res, .y = y};
+  j.cols = out[2] * out[3];
+  j.m_tiles = (n->conv.o + n->conv.mc - 1) / n->conv.mc;
+  j.n_tiles = (j.cols + n->conv.nc - 1) / n->conv.nc;
+  int per_image = (int)(j.m_tiles * j.n_tiles);
+  if (n->conv.direct) {
+    cb_parallel_for(per_image * (int)in[0], chunk_task, &j);
+    return;
+  }
+  for (j.image = 0; j.image < in[0]; j.image++) {
+    cb_parallel_for((int)((j.cols + GEMM_NR - 1) / GEMM_NR), im2col_task, &j);
+    cb_parallel_for(per_image, chunk_task, &j);
+  }
+}
