@@ -122,7 +122,7 @@ static int conv_out_shape(const cb_plan_builder *b, const int64_t *in, const cb_
 CB_API int cb_plan_conv(cb_plan_builder *b, int input, const cb_tensor *weight,
                         const cb_tensor *bias, const cb_conv2d_params *p, int *output,
                         cb_error *err) {
-  int64_t shape[4];
+  int64_t shape[4] = {0, 0, 0, 0};
   if (plan_check_value(b, input, err) ||
       conv_out_shape(b, b->plan->values[input].shape, weight, p, shape, err))
     return -1;

@@ -193,8 +193,8 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
-    plan->values[i].data =
-        plan->arena ? (float *)((char *)plan->arena + plan->values[i].offset) : NULL;
+    plan->values[i].data = plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float)
+                                       : NULL;
   return 0;
 }
 

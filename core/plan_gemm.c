@@ -26,7 +26,7 @@ TARGET static inline __mmask16 tail_mask(int n) {
 
 TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0,
                               __mmask16 m1) {
-  float *c = t->c + i * t->ldc;
+  float *c = t->c + (i) * t->ldc;
   if (t->last) {
     __m512 b = _mm512_set1_ps(t->bias[i]);
     lo = _mm512_add_ps(lo, b);
@@ -48,18 +48,18 @@ TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, _
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
 #define LOAD(i)                                                                                    \
-  if (i < t->mr) {                                                                                 \
-    c##i##a = _mm512_maskz_loadu_ps(m0, t->c + i * t->ldc);                                        \
-    c##i##b = _mm512_maskz_loadu_ps(m1, t->c + i * t->ldc + 16);                                   \
+  if ((i) < t->mr) {                                                                                 \
+    c##i##a = _mm512_maskz_loadu_ps(m0, t->c + (i) * t->ldc);                                        \
+    c##i##b = _mm512_maskz_loadu_ps(m1, t->c + (i) * t->ldc + 16);                                   \
   }
 #define STEP(i)                                                                                    \
   {                                                                                                \
-    __m512 w = _mm512_set1_ps(a[i]);                                                               \
+    __m512 w = _mm512_set1_ps(a[(i)]);                                                               \
     c##i##a = _mm512_fmadd_ps(w, b0, c##i##a);                                                     \
     c##i##b = _mm512_fmadd_ps(w, b1, c##i##b);                                                     \
   }
 #define STORE(i)                                                                                   \
-  if (i < t->mr) finish_row(t, i, c##i##a, c##i##b, m0, m1);
+  if ((i) < t->mr) finish_row(t, (i), c##i##a, c##i##b, m0, m1);
 
 TARGET void plan_gemm_tile(const gemm_tile *t) {
   __mmask16 m0 = tail_mask(t->nr), m1 = tail_mask(t->nr - 16);
@@ -79,17 +79,17 @@ TARGET void plan_gemm_tile(const gemm_tile *t) {
 #define PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6)
 #define SDECL(i) __m512 s##i##a = _mm512_setzero_ps(), s##i##b = _mm512_setzero_ps();
 #define SLOAD(i)                                                                                   \
-  s##i##a = _mm512_loadu_ps(t->c + i * SMALL_NO);                                                  \
-  s##i##b = _mm512_loadu_ps(t->c + i * SMALL_NO + 16);
+  s##i##a = _mm512_loadu_ps(t->c + (i) * SMALL_NO);                                                  \
+  s##i##b = _mm512_loadu_ps(t->c + (i) * SMALL_NO + 16);
 #define SSTEP(i)                                                                                   \
   {                                                                                                \
-    __m512 x = _mm512_set1_ps(a[i]);                                                               \
+    __m512 x = _mm512_set1_ps(a[(i)]);                                                               \
     s##i##a = _mm512_fmadd_ps(x, w0, s##i##a);                                                     \
     s##i##b = _mm512_fmadd_ps(x, w1, s##i##b);                                                     \
   }
 #define SSTORE(i)                                                                                  \
-  _mm512_storeu_ps(t->c + i * SMALL_NO, s##i##a);                                                  \
-  _mm512_storeu_ps(t->c + i * SMALL_NO + 16, s##i##b);
+  _mm512_storeu_ps(t->c + (i) * SMALL_NO, s##i##a);                                                  \
+  _mm512_storeu_ps(t->c + (i) * SMALL_NO + 16, s##i##b);
 
 TARGET void plan_gemm_small(const small_tile *t) {
   PIXELS(SDECL)

@@ -135,6 +135,7 @@ static int run_node(cb_plan *plan, plan_node *n, cb_error *err) {
     run_relu(in->data, out->data, numel(out));
     return 0;
   case PN_ADD:
+    if (!second) return cb_fail(err, "plan: an add node without its second input");
     run_add(n, in->data, second, out->data, numel(out));
     return 0;
   case PN_POOL:

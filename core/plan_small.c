@@ -90,7 +90,7 @@ size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
 /* The accumulators and the zero-padded copy of a last, partial pixel block. */
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n) {
   (void)plan;
-  return (size_t)(n->conv.mc * n->conv.nc + SMALL_KC * SMALL_PR);
+  return (size_t)n->conv.mc * (size_t)n->conv.nc + (size_t)SMALL_KC * SMALL_PR;
 }
 
 typedef struct small_job {

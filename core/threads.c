@@ -73,7 +73,9 @@ static void *worker_main(void *arg) {
 static void pool_grow(pool *p, int threads) {
   while (p->n_workers < threads - 1 && p->n_workers < POOL_MAX_THREADS) {
     int id = p->n_workers + 1;
-    if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, (void *)(intptr_t)id)) break;
+    /* The worker's index travels in the pointer argument. */
+    void *arg = (void *)(intptr_t)id; // NOLINT(performance-no-int-to-ptr)
+    if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, arg)) break;
     p->n_workers++;
   }
 }

@@ -109,7 +109,7 @@ static int compare_double(const void *a, const void *b) {
 
 __attribute__((target("avx512f,fma"), optimize("O3"))) static double fma_loop_avx512(void) {
   typedef float v16 __attribute__((vector_size(64)));
-  v16 acc[12], a = {0}, m;
+  v16 acc[12], a = {0}, m = {0};
   for (int i = 0; i < 16; i++)
     a[i] = 1e-7f, m[i] = 0.9999999f;
   for (int k = 0; k < 12; k++)
@@ -127,7 +127,7 @@ __attribute__((target("avx512f,fma"), optimize("O3"))) static double fma_loop_av
 
 __attribute__((target("avx2,fma"), optimize("O3"))) static double fma_loop_avx2(void) {
   typedef float v8 __attribute__((vector_size(32)));
-  v8 acc[12], a = {0}, m;
+  v8 acc[12], a = {0}, m = {0};
   for (int i = 0; i < 8; i++)
     a[i] = 1e-7f, m[i] = 0.9999999f;
   for (int k = 0; k < 12; k++)
