@@ -30,7 +30,7 @@ static const cb_module_ops res_layer_ops = {
 };
 
 static int add_indexed(cb_module *seq, cb_module *child, cb_error *err) {
-  char name[16];
+  char name[32];
   snprintf(name, sizeof name, "%d", seq->n_children);
   return child ? cb_module_add_child(seq, name, child, err) : -1;
 }

@@ -22,7 +22,7 @@ static void resnet_destroy(void *impl) {
 }
 
 static cb_module *layer(const cb_module *m, int stage) {
-  char name[16];
+  char name[32];
   snprintf(name, sizeof name, "layer%d", stage + 1);
   return cb_module_child(m, name);
 }
@@ -156,7 +156,7 @@ static int resnet_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb
   }
   if (cb_plan_lower_child(b, m, "maxpool", h, &h, err)) return -1;
   for (int i = 0; i < r->num_stages; i++) {
-    char name[16];
+    char name[32];
     snprintf(name, sizeof name, "layer%d", i + 1);
     if (cb_plan_lower_child(b, m, name, h, &h, err)) return -1;
     if (r->out_index[i] && cb_plan_mark_output(b, h, err)) return -1;
@@ -209,7 +209,7 @@ static int add_layers(cb_module *m, const resnet_cfg *cfg, cb_error *err) {
   int inplanes = cfg->stem_channels;
   bool dcn_used = false;
   for (int i = 0; i < cfg->num_stages; i++) {
-    char name[16];
+    char name[32];
     snprintf(name, sizeof name, "layer%d", i + 1);
     cb_module *res_layer = res_layer_new(cfg, i, inplanes, &dcn_used, err);
     if (!res_layer || cb_module_add_child(m, name, res_layer, err)) return -1;

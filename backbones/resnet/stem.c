@@ -7,7 +7,7 @@ static int add_named(cb_module *m, const char *name, cb_module *child, cb_error 
 }
 
 static int add_indexed(cb_module *seq, cb_module *child, cb_error *err) {
-  char name[16];
+  char name[32];
   snprintf(name, sizeof name, "%d", seq->n_children);
   return add_named(seq, name, child, err);
 }
