@@ -231,19 +231,6 @@ static void apply_local_constraint(cb_module *m, const ga_frame *f, int rows, fl
   }
 }
 
-static void softmax_rows(float *v, int rows, int cols) {
-  for (int r = 0; r < rows; r++, v += cols) {
-    float max = v[0];
-    for (int i = 1; i < cols; i++)
-      max = v[i] > max ? v[i] : max;
-    double sum = 0;
-    for (int i = 0; i < cols; i++)
-      sum += (v[i] = expf(v[i] - max));
-    for (int i = 0; i < cols; i++)
-      v[i] = (float)(v[i] / sum);
-  }
-}
-
 /* ---- forward ---- */
 
 typedef struct ga_maps {
@@ -336,7 +323,7 @@ static cb_tensor *attend(cb_module *m, const ga_maps *t, cb_error *err) {
                           hd};
       energy(g, &f, e + (size_t)rows * pk, e);
       if (g->spatial_range >= 0) apply_local_constraint(m, &f, rows, e);
-      softmax_rows(e, rows, pk);
+      cb_softmax_rows(e, rows, pk);
       const size_t voff = (size_t)n * g->v_dim * heads + (size_t)hd * g->v_dim;
       cb_gemm(false, true, g->v_dim, rows, pk, 1.0f, cb_f32(t->v) + voff * pk, pk, e, pk, 0.0f,
               cb_f32(out) + voff * rows, rows);

@@ -92,19 +92,6 @@ static cb_module *with_pool(cb_module *inner, const char *path, cb_error *err) {
 
 /* ---- forward ---- */
 
-static void softmax_rows(float *v, int rows, int cols) {
-  for (int r = 0; r < rows; r++, v += cols) {
-    float max = v[0];
-    for (int i = 1; i < cols; i++)
-      max = v[i] > max ? v[i] : max;
-    double sum = 0;
-    for (int i = 0; i < cols; i++)
-      sum += (v[i] = expf(v[i] - max));
-    for (int i = 0; i < cols; i++)
-      v[i] = (float)(v[i] / sum);
-  }
-}
-
 /* concat_project on [theta_i; phi_j]: relu(w_theta . theta_i + w_phi . phi_j). */
 static void concatenation(cb_module *m, const float *theta, const float *phi, int inter, int q,
                           int k, float *pw) {
@@ -142,7 +129,7 @@ static void pairwise(cb_module *m, const float *theta, const float *phi, int dep
     for (size_t i = 0; i < (size_t)q * k; i++)
       pw[i] /= scale;
   }
-  softmax_rows(pw, q, k);
+  cb_softmax_rows(pw, q, k);
 }
 
 typedef struct nl_maps {

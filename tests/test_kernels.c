@@ -255,3 +255,17 @@ Test(kernels, python_float_repr) {
     cr_assert_str_eq(buf, cases[i].text);
   }
 }
+
+Test(kernels, softmax_rows_is_stable_and_normalised) {
+  float v[6] = {1000.0f, 1001.0f, 1002.0f, -3.0f, 0.0f, 3.0f};
+  cb_softmax_rows(v, 2, 3);
+  for (int r = 0; r < 2; r++) {
+    float sum = v[3 * r] + v[3 * r + 1] + v[3 * r + 2];
+    cr_assert_float_eq(sum, 1.0f, 1e-6, "row %d sums to %g", r, sum);
+  }
+  /* softmax([0, 1, 2]) = [0.0900306, 0.2447285, 0.6652410] whatever the offset;
+   * softmax([-3, 0, 3])[2] = 0.9503302. */
+  cr_assert_float_eq(v[0], 0.0900306f, 1e-6);
+  cr_assert_float_eq(v[2], 0.6652410f, 1e-6);
+  cr_assert_float_eq(v[5], 0.9503302f, 1e-6);
+}

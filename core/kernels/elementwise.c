@@ -1,3 +1,5 @@
+#include <math.h>
+
 #include "cbrick/kernels.h"
 
 CB_API void cb_relu_inplace(cb_tensor *x) {
@@ -25,4 +27,17 @@ CB_API int cb_add_inplace(cb_tensor *y, const cb_tensor *x, cb_error *err) {
   for (int64_t i = 0; i < n; i++)
     d[i] += s[i];
   return 0;
+}
+
+CB_API void cb_softmax_rows(float *v, int64_t rows, int64_t cols) {
+  for (int64_t r = 0; r < rows; r++, v += cols) {
+    float max = v[0];
+    for (int64_t i = 1; i < cols; i++)
+      max = v[i] > max ? v[i] : max;
+    double sum = 0;
+    for (int64_t i = 0; i < cols; i++)
+      sum += (v[i] = expf(v[i] - max));
+    for (int64_t i = 0; i < cols; i++)
+      v[i] = (float)(v[i] / sum);
+  }
 }

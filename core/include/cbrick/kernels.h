@@ -35,6 +35,8 @@ CB_API cb_tensor *cb_max_pool2d(const cb_tensor *x, const cb_pool2d_params *p, c
 CB_API cb_tensor *cb_avg_pool2d(const cb_tensor *x, const cb_pool2d_params *p, cb_error *err);
 
 CB_API void cb_relu_inplace(cb_tensor *x);
+/* Softmax over each of rows contiguous rows of cols values, in place (max-subtracted). */
+CB_API void cb_softmax_rows(float *v, int64_t rows, int64_t cols);
 /* y += x; shapes must match. */
 CB_API int cb_add_inplace(cb_tensor *y, const cb_tensor *x, cb_error *err);
 
