@@ -7,45 +7,8 @@ BUILD=${1:-build}
 CBRICK="$BUILD/bin/cbrick"
 TMP=$(mktemp -d "${TMPDIR:-/tmp}/cbrick-cli.XXXXXX")
 trap 'rm -rf "$TMP"' EXIT
-passed=0
-failed=0
 OUT="$TMP/out"
-
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL: $1"
-  [ -f "$OUT" ] && sed 's/^/    | /' "$OUT" | head -20
-}
-
-# expect NAME RC PATTERN CMD...: runs CMD (stdout and stderr into $OUT), wants exit status RC
-# and, unless PATTERN is empty, the fixed string PATTERN in the output.
-expect() {
-  local name=$1 want=$2 pattern=$3
-  shift 3
-  "$@" >"$OUT" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then
-    fail "$name: exit status $rc, expected $want"
-  elif [ -n "$pattern" ] && ! grep -qF -- "$pattern" "$OUT"; then
-    fail "$name: output lacks '$pattern'"
-  else
-    passed=$((passed + 1))
-  fi
-}
-
-# has NAME PATTERN: the last command's output contains PATTERN.
-has() {
-  if grep -qF -- "$2" "$OUT"; then passed=$((passed + 1)); else fail "$1: output lacks '$2'"; fi
-}
-
-# lacks NAME PATTERN: the last command's output does not contain PATTERN.
-lacks() {
-  if grep -qF -- "$2" "$OUT"; then fail "$1: output has '$2'"; else passed=$((passed + 1)); fi
-}
-
-ok() {
-  if eval "$2"; then passed=$((passed + 1)); else fail "$1: $2"; fi
-}
+. "$(dirname "$0")/check.sh"
 
 # A .npy float32 array of zeros: npy FILE N C H W.
 npy_zeros() {

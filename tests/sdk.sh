@@ -13,43 +13,7 @@ PREFIX="$TMP/prefix"
 EX="$TMP/examples"
 FIX=tests/fixtures/examples
 OUT="$TMP/out"
-passed=0
-failed=0
-
-fail() {
-  failed=$((failed + 1))
-  echo "FAIL: $1"
-  [ -f "$OUT" ] && sed 's/^/    | /' "$OUT" | head -20
-}
-
-# expect NAME RC PATTERN CMD...: runs CMD (stdout and stderr into $OUT), wants exit status RC
-# and, unless PATTERN is empty, the fixed string PATTERN in the output.
-expect() {
-  local name=$1 want=$2 pattern=$3
-  shift 3
-  "$@" >"$OUT" 2>&1
-  local rc=$?
-  if [ "$rc" -ne "$want" ]; then
-    fail "$name: exit status $rc, expected $want"
-  elif [ -n "$pattern" ] && ! grep -qF -- "$pattern" "$OUT"; then
-    fail "$name: output lacks '$pattern'"
-  else
-    passed=$((passed + 1))
-  fi
-}
-
-# has NAME PATTERN: the last command's output contains PATTERN.
-has() {
-  if grep -qF -- "$2" "$OUT"; then passed=$((passed + 1)); else fail "$1: output lacks '$2'"; fi
-}
-
-lacks() {
-  if grep -qF -- "$2" "$OUT"; then fail "$1: output has '$2'"; else passed=$((passed + 1)); fi
-}
-
-ok() {
-  if eval "$2"; then passed=$((passed + 1)); else fail "$1: $2"; fi
-}
+. "$(dirname "$0")/check.sh"
 
 finish() {
   echo "$passed passed, $failed failed"
