@@ -4,7 +4,8 @@ For each shipped config, the PyTorch reference ResNet (tools/fixtures/resnet.py)
 the config as `cbrick config` resolves it, given conditioned random weights, and run in
 float64; cbrick runs the same weights and input; every output must agree to relative L2 1e-4.
 The ResNet-50 and ResNeXt-50 weights are also loaded into torchvision's resnet50 and
-resnext50_32x4d, whose own forward up to layer4 must agree as well."""
+resnext50_32x4d, whose own forward up to layer4 must agree as well, and saved by torch.save as
+an mmseg-style .pth checkpoint that cbrick must load to the same outputs."""
 import json
 import os
 import subprocess
@@ -71,7 +72,7 @@ def check_case(build, config, shape, gen, tmp):
     ok = len(got) == len(want) and max(errors) <= TOLERANCE
     print(f"{'ok  ' if ok else 'FAIL'} {config} {tuple(shape)}: "
           + " ".join(f"{e:.2e}" for e in errors))
-    return ok, model, x
+    return ok, model, x, want[-1]
 
 
 def check_torchvision(name, model, x, got_last):
@@ -92,18 +93,38 @@ def check_torchvision(name, model, x, got_last):
     return ok
 
 
+def check_pth(build, config, model, x, want_last, tmp):
+    """The same weights saved by torch.save as an mmseg-style checkpoint (.pth with meta,
+    an optimizer entry and `backbone.` keys) load with --prefix and give the same output."""
+    sd = {f"backbone.{k}": v for k, v in model.float().state_dict().items()}
+    path = os.path.join(tmp, "checkpoint.pth")
+    torch.save({"meta": {"epoch": 3, "mmseg_version": "0.30.0", "lr": np.float64(0.01)},
+                "state_dict": sd, "optimizer": {"state": {}, "param_groups": [{"lr": 0.01}]}},
+               path)
+    np.save(os.path.join(tmp, "x.npy"), x.numpy())
+    out = os.path.join(tmp, "pth_out.safetensors")
+    cbrick(build, "run", config, "--weights", path, "--prefix", "backbone",
+           "--input", os.path.join(tmp, "x.npy"), "--output", out)
+    got = st.load(out)
+    err = rel_l2(got[f"feat.{len(got) - 1}"], want_last)
+    ok = err <= TOLERANCE
+    print(f"{'ok  ' if ok else 'FAIL'} {config} from a torch.save .pth checkpoint: {err:.2e}")
+    return ok
+
+
 def main():
     build = sys.argv[1] if len(sys.argv) > 1 else "build"
     gen = torch.Generator().manual_seed(0)
     failures = 0
     with tempfile.TemporaryDirectory() as tmp:
         for config, shape in CASES:
-            ok, model, x = check_case(build, config, shape, gen, tmp)
+            ok, model, x, want_last = check_case(build, config, shape, gen, tmp)
             failures += not ok
             if config in TORCHVISION:
                 got = run_cbrick(build, config, os.path.join(tmp, "w.safetensors"), x, tmp)
                 failures += not check_torchvision(TORCHVISION[config], model, x, got[-1])
-    print(f"{len(CASES) + len(TORCHVISION) - failures} passed, {failures} failed")
+                failures += not check_pth(build, config, model, x, want_last, tmp)
+    print(f"{len(CASES) + 2 * len(TORCHVISION) - failures} passed, {failures} failed")
     sys.exit(1 if failures else 0)
 
 
