@@ -221,7 +221,8 @@ static int write_heatmaps(const char *dir, const cb_tensor_list *outs, cb_error 
   }
   for (int i = 0; i < outs->n; i++) {
     char path[4096];
-    snprintf(path, sizeof path, "%s/feat.%d.png", dir, i);
+    size_t n = strlen(dir);
+    snprintf(path, sizeof path, "%s%sfeat.%d.png", dir, n && dir[n - 1] == '/' ? "" : "/", i);
     if (cb_heatmap_write_png(outs->items[i], 0, 256, path, err)) return -1;
     printf("heat map: %s\n", path);
   }
