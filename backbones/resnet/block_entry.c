@@ -15,43 +15,6 @@ static int read_positive(cb_args *a, const char *key, long long def, int *out, c
   return 0;
 }
 
-/* One plugins entry of this block: {cfg, position} (ResNet has taken out "stages"). */
-static int check_plugin(json_t *entry, const char *path, const resnet_cfg *cfg, cb_error *err) {
-  if (!json_is_object(entry)) return cb_fail(err, "%s: expected an object {cfg, position}", path);
-  cb_args *p = cb_args_new(entry, path, err);
-  if (!p) return -1;
-  json_t *plugin_cfg;
-  const char *pos;
-  int rc =
-      cb_args_object(p, "cfg", &plugin_cfg, err) || cb_args_string(p, "position", NULL, &pos, err);
-  if (!rc && !plugin_cfg) rc = cb_args_fail(p, "cfg", err, "required, but missing");
-  if (!rc && !pos) rc = cb_args_fail(p, "position", err, "required, but missing");
-  if (!rc && !resnet_plugin_position_ok(cfg, pos))
-    rc = cb_args_fail(p, "position", err, "expected %s, found '%s'",
-                      cfg->basic ? "'after_conv1' or 'after_conv2' (BasicBlock)"
-                                 : "'after_conv1', 'after_conv2' or 'after_conv3'",
-                      pos);
-  if (!rc) rc = cb_args_finish(p, err);
-  cb_args_free(p);
-  return rc ? -1 : 0;
-}
-
-static int read_plugins(cb_args *a, resnet_cfg *cfg, cb_error *err) {
-  json_t *v = cb_args_value(a, "plugins");
-  if (!v || json_is_null(v)) return 0;
-  if (!json_is_array(v))
-    return cb_args_fail(a, "plugins", err, "expected a list of {cfg, position}, or null");
-  size_t i;
-  json_t *entry;
-  char path[640];
-  json_array_foreach(v, i, entry) {
-    snprintf(path, sizeof path, "%s.plugins[%zu]", cfg->path, i);
-    if (check_plugin(entry, path, cfg, err)) return -1;
-  }
-  cfg->plugins = v;
-  return 0;
-}
-
 static int read_expansion(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
   long long v;
   if (cb_args_int(a, "expansion", cfg->expansion, &v, err)) return -1;
@@ -85,7 +48,7 @@ static int read_layers(cb_args *a, resnet_cfg *cfg, block_spec *s, cb_error *err
   if (cb_args_bool(a, "with_cp", false, &cfg->with_cp, err) ||
       cb_args_bool(a, "zero_init_residual", false, &s->zero_init, err))
     return -1;
-  return read_plugins(a, cfg, err);
+  return resnet_read_plugins(a, cfg, false, err);
 }
 
 static cb_module *build_entry(cb_args *a, block_type type, cb_error *err) {

@@ -37,6 +37,9 @@ typedef struct resnet_cfg {
 /* Reads and checks the arguments. When norm_cfg is absent its default is created and
  * returned in *owned_norm (the caller releases it with json_decref). */
 int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *err);
+/* `plugins`: a list of {cfg, position, stages?} checked against cfg (with_stages false: a
+ * block's own list, from which ResNet has taken out "stages"). */
+int resnet_read_plugins(cb_args *a, resnet_cfg *cfg, bool with_stages, cb_error *err);
 
 /* Blocks per stage for a depth (arch_settings), or NULL for an unknown depth. */
 const int *resnet_stage_blocks(int depth);
@@ -45,8 +48,6 @@ const int *resnet_stage_blocks(int depth);
 int resnet_block_read(cb_args *a, resnet_cfg *cfg, cb_error *err);
 /* style: "pytorch" or "caffe". */
 int resnet_read_style(cb_args *a, bool *caffe, cb_error *err);
-/* Whether a plugins entry's position exists in the configured block. */
-bool resnet_plugin_position_ok(const resnet_cfg *cfg, const char *position);
 
 typedef enum block_type { BLOCK_BASIC, BLOCK_BOTTLENECK } block_type;
 

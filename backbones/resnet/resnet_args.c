@@ -157,30 +157,31 @@ static int read_multi_grid(cb_args *a, resnet_cfg *cfg, cb_error *err) {
   return 0;
 }
 
+/* A custom block takes any of the three and decides itself what it supports. */
+static bool plugin_position_ok(const resnet_cfg *cfg, const char *pos) {
+  return strcmp(pos, "after_conv1") == 0 || strcmp(pos, "after_conv2") == 0 ||
+         (!cfg->basic && strcmp(pos, "after_conv3") == 0);
+}
+
 static int check_position(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
   const char *pos = NULL;
   if (cb_args_string(a, "position", NULL, &pos, err)) return -1;
   if (!pos) return cb_args_fail(a, "position", err, "required, but missing");
-  if (resnet_plugin_position_ok(cfg, pos)) return 0;
+  if (plugin_position_ok(cfg, pos)) return 0;
   return cb_args_fail(a, "position", err, "expected %s, found '%s'",
                       cfg->basic ? "'after_conv1' or 'after_conv2' (BasicBlock)"
                                  : "'after_conv1', 'after_conv2' or 'after_conv3'",
                       pos);
 }
 
-/* A custom block takes any of the three and decides itself what it supports. */
-bool resnet_plugin_position_ok(const resnet_cfg *cfg, const char *pos) {
-  return strcmp(pos, "after_conv1") == 0 || strcmp(pos, "after_conv2") == 0 ||
-         (!cfg->basic && strcmp(pos, "after_conv3") == 0);
-}
-
-static int check_plugin_args(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
+static int check_plugin_args(cb_args *a, const resnet_cfg *cfg, bool with_stages, cb_error *err) {
   json_t *pcfg;
   bool stages[RESNET_MAX_STAGES + 1];
   int n;
   if (cb_args_object(a, "cfg", &pcfg, err)) return -1;
   if (!pcfg) return cb_args_fail(a, "cfg", err, "required, but missing");
   if (check_position(a, cfg, err)) return -1;
+  if (!with_stages) return cb_args_finish(a, err);
   if (cb_args_bool_list(a, "stages", stages, RESNET_MAX_STAGES + 1, &n, err)) return -1;
   if (cb_args_has(a, "stages") && n != cfg->num_stages)
     return cb_args_fail(a, "stages", err, "expected one flag per stage (num_stages = %d), found %d",
@@ -188,26 +189,28 @@ static int check_plugin_args(cb_args *a, const resnet_cfg *cfg, cb_error *err) {
   return cb_args_finish(a, err);
 }
 
-/* One plugins entry: {cfg, position, stages?}. */
-static int check_plugin(json_t *entry, const char *path, const resnet_cfg *cfg, cb_error *err) {
+/* One plugins entry: {cfg, position, stages?} (a block's entries have no stages). */
+static int check_plugin(json_t *entry, const char *path, const resnet_cfg *cfg, bool with_stages,
+                        cb_error *err) {
   cb_args *a = cb_args_new(entry, path, err);
   if (!a) return -1;
-  int rc = check_plugin_args(a, cfg, err);
+  int rc = check_plugin_args(a, cfg, with_stages, err);
   cb_args_free(a);
   return rc;
 }
 
-static int read_plugins(cb_args *a, resnet_cfg *cfg, cb_error *err) {
+int resnet_read_plugins(cb_args *a, resnet_cfg *cfg, bool with_stages, cb_error *err) {
   json_t *v = cb_args_value(a, "plugins");
   if (!v || json_is_null(v)) return 0;
   if (!json_is_array(v))
-    return cb_args_fail(a, "plugins", err, "expected a list of {cfg, position, stages}");
+    return cb_args_fail(a, "plugins", err, "expected a list of %s, or null",
+                        with_stages ? "{cfg, position, stages}" : "{cfg, position}");
   size_t i;
   json_t *entry;
-  char path[512];
+  char path[640];
   json_array_foreach(v, i, entry) {
     snprintf(path, sizeof path, "%s.plugins[%zu]", cfg->path, i);
-    if (check_plugin(entry, path, cfg, err)) return -1;
+    if (check_plugin(entry, path, cfg, with_stages, err)) return -1;
   }
   cfg->plugins = v;
   return 0;
@@ -274,6 +277,6 @@ int resnet_cfg_read(cb_args *a, resnet_cfg *cfg, json_t **owned_norm, cb_error *
                         cfg->stem_channels);
   if (cb_args_object(a, "conv_cfg", &cfg->conv_cfg, err)) return -1;
   if (read_dcn(a, cfg, err) || read_multi_grid(a, cfg, err)) return -1;
-  if (read_plugins(a, cfg, err) || read_init(a, cfg, err)) return -1;
+  if (resnet_read_plugins(a, cfg, true, err) || read_init(a, cfg, err)) return -1;
   return read_norm_cfg(a, cfg, owned_norm, err);
 }
