@@ -166,7 +166,6 @@ static void im2col_cols(const conv_job *j, const float *img, int64_t n0, int64_t
 }
 
 /* One output row: y = y + b (+ r), then ReLU; cloned per ISA and chosen at load time. */
-#define CB_VECTOR __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
 
 CB_VECTOR static void row_bias(float *restrict y, float b, int64_t len, bool relu) {
   if (relu)
@@ -296,7 +295,7 @@ static const float *pack_source(const conv_job *j, int64_t img, int g) {
 }
 
 /* One channel of the padded copy: zero borders, columns split by phase. */
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+CB_VECTOR static void
 pad_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;

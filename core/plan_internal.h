@@ -5,6 +5,13 @@
 #include <stddef.h>
 #include "cbrick/plan.h"
 
+/* Element-wise loops compiled for AVX-512, AVX2 and plain x86-64, picked at run time. */
+#if defined(__clang__)
+#define CB_VECTOR __attribute__((target_clones("avx512f", "avx2", "default")))
+#else
+#define CB_VECTOR __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
+#endif
+
 typedef enum plan_kind { PN_CONV, PN_AFFINE, PN_RELU, PN_ADD, PN_POOL, PN_OPAQUE } plan_kind;
 
 typedef struct plan_conv {

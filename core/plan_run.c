@@ -43,7 +43,7 @@ static void run_add(const plan_node *n, const float *a, const float *b, float *y
   }
 }
 
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+CB_VECTOR static void
 run_relu(const float *x, float *y, int64_t count) {
   for (int64_t i = 0; i < count; i++)
     y[i] = fmaxf(x[i], 0.0f);
@@ -67,7 +67,7 @@ static inline float max_nan(float best, float v) {
 
 /* Max pooling of one channel plane; a NaN in a window gives NaN, as in PyTorch. Each output
  * row first takes the maximum over its window's input rows, then over columns. */
-__attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3"))) static void
+CB_VECTOR static void
 max_pool_task(void *ctx, int task, int thread) {
   const pool_job *j = ctx;
   const cb_pool2d_params *p = &j->node->pool;

@@ -8,29 +8,19 @@
 #include <unistd.h>
 #include <cbrick.h>
 
-static char in_path[64], out_path[64];
+#include "fuzz_files.h"
 
-static int temp_path(char *path, size_t cap, const char *stem) {
-  snprintf(path, cap, "/tmp/cbrick-fuzz-%s-XXXXXX", stem);
-  int fd = mkstemp(path);
-  if (fd < 0) return -1;
-  close(fd);
-  return 0;
-}
+static char in_path[64], out_path[64];
 
 int LLVMFuzzerInitialize(int *argc, char ***argv) {
   (void)argc, (void)argv;
-  if (temp_path(in_path, sizeof in_path, "npy-in") ||
-      temp_path(out_path, sizeof out_path, "npy-out"))
-    abort(); /* the fuzzer's own set-up, not the input */
+  fuzz_temp_path(in_path, sizeof in_path, "npy-in");
+  fuzz_temp_path(out_path, sizeof out_path, "npy-out");
   return 0;
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size) {
-  FILE *f = fopen(in_path, "wb");
-  if (!f) abort();
-  if (size && fwrite(data, 1, size, f) != size) abort();
-  fclose(f);
+  fuzz_write_input(in_path, data, size);
   cb_error err = {0};
   cb_tensor *t = cb_npy_read(in_path, &err);
   if (t && cb_npy_write(out_path, t, &err) == 0) {
