@@ -193,8 +193,8 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
-    plan->values[i].data = plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float)
-                                       : NULL;
+    plan->values[i].data =
+        plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float) : NULL;
   return 0;
 }
 
@@ -314,9 +314,9 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
       int64_t rows = n->conv.small || n->conv.winograd ? (n->conv.o + 31) / 32 * 32
                      : n->conv.packed                  ? n->conv.p.groups * ((og + 11) / 12 * 12)
                                                        : n->conv.o;
-      int64_t depth = n->conv.winograd ? 16 * n->conv.cg : n->conv.k;
+      int64_t w = n->conv.winograd + 2, depth = n->conv.winograd ? w * w * n->conv.cg : n->conv.k;
       s->weight_bytes += (size_t)(rows * depth + n->conv.o) * sizeof(float);
-      s->winograd += n->conv.winograd;
+      s->winograd += n->conv.winograd > 0;
     }
     if (n->dead) {
       s->fused_bn += n->kind == PN_AFFINE;

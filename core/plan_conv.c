@@ -55,11 +55,13 @@ static bool env_is(const char *value, const char *want) {
   return value && strcmp(value, want) == 0;
 }
 
-/* The cost rule, or CBRICK_WINOGRAD: 0 turns Winograd off, 1 on wherever it applies. */
-static bool use_winograd(const cb_plan *plan, const plan_node *n) {
+/* The output tile of a Winograd convolution, or 0: the cost rule, or CBRICK_WINOGRAD: 0 turns
+ * Winograd off, 2 or 4 picks F(2x2) or F(4x4) wherever it applies. */
+static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   const char *env = getenv("CBRICK_WINOGRAD");
-  if (env_is(env, "0")) return false;
-  return env_is(env, "1") ? plan_winograd_fits(n) : plan_winograd_pays(plan, n);
+  if (env_is(env, "0")) return 0;
+  if (env_is(env, "2") || env_is(env, "4")) return plan_winograd_fits(n) ? env[0] - '0' : 0;
+  return plan_winograd_pays(plan, n);
 }
 
 /* Kernel and tiles of one convolution: Winograd (3x3 stride 1, by its cost rule), the
@@ -87,7 +89,8 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->mc = (int)round_up((og + m_tiles - 1) / m_tiles, row_align);
   if (!fast && c->mc > og) c->mc = (int)og;
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
-  if (fast && use_winograd(plan, n)) return plan_winograd_tile(plan, n, err);
+  int tile = fast ? winograd_tile(plan, n) : 0;
+  if (tile) return plan_winograd_tile(plan, n, tile, err);
   if (fast && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
     return plan_small_tile(plan, n, err);
   /* With few input channels the per-row work of packing is tiny and locating the padding
@@ -295,8 +298,7 @@ static const float *pack_source(const conv_job *j, int64_t img, int g) {
 }
 
 /* One channel of the padded copy: zero borders, columns split by phase. */
-CB_VECTOR static void
-pad_task(void *ctx, int task, int thread) {
+CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;
   const cb_conv2d_params *p = &j->node->conv.p;

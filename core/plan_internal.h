@@ -23,9 +23,9 @@ typedef struct plan_conv {
   bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
   float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */
   bool shared_panel;        /* row tiles share one packed input, built first */
-  bool winograd; /* 3x3 stride 1 as F(2x2, 3x3); packed holds U, [16][o / SMALL_NO][c][SMALL_NO] */
-  bool small;    /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
-  bool padded;   /* few input channels: packed from a padded, phase-split copy */
+  int winograd;             /* 3x3 stride 1 as F(w x w, 3x3), w = 2 or 4, else 0; packed holds U */
+  bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
+  bool padded;              /* few input channels: packed from a padded, phase-split copy */
 } plan_conv;
 
 typedef struct plan_node {
@@ -106,10 +106,11 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n);
 size_t plan_small_shared(const cb_plan *plan, const plan_node *n);
 void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y);
-/* Winograd F(2x2, 3x3) (plan_winograd.c). */
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3) (plan_winograd.c). */
 bool plan_winograd_fits(const plan_node *n);
-bool plan_winograd_pays(const cb_plan *plan, const plan_node *n);
-int plan_winograd_tile(cb_plan *plan, plan_node *n, cb_error *err);
+/* The output tile (2 or 4) that the cost rule picks, or 0 for none. */
+int plan_winograd_pays(const cb_plan *plan, const plan_node *n);
+int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
 size_t plan_winograd_scratch(const plan_node *n);
 void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                        float *y);

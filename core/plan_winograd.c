@@ -1,26 +1,26 @@
-/* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3): per 2x2 output tile, 16 products of
- * transformed weights U = G g G^T and transformed inputs V = B^T d B, then Y = A^T M A with
- * the epilogue; 2.25x fewer multiplies than the direct convolution.
+/* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) or F(4x4, 3x3) (plan_winograd.h).
  *
  * A task owns a chunk of tiles (a multiple of SMALL_PR) and of output channels. It transforms
- * the chunk's inputs, 16 tiles per vector (gathered, padding masked), into V[16][c][tiles];
- * runs the 16 products on the small-map kernel (tiles broadcast, 32 output channels in two
- * vectors), and transforms each block of 32 channels back, scattering the 2x2 outputs. */
-#include <immintrin.h>
+ * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of
+ * every position on the small-map kernel (tiles broadcast, 32 output channels in two
+ * vectors), and transforms each block of 32 channels back into the output with the
+ * epilogue. */
 #include <stdlib.h>
 #include <string.h>
 
 #include "plan_gemm.h"
-#include "plan_internal.h"
+#include "plan_winograd.h"
 #include "threads.h"
 
-#define WG_POS 16          /* 4x4 transformed positions */
 #define WG_KC 128          /* depth per pass of the kernel */
 #define WG_V_FLOATS 131072 /* transformed inputs per task */
-#define TARGET __attribute__((target("avx512f,fma")))
 
 static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
+}
+
+static int positions(int tile) {
+  return (tile + 2) * (tile + 2);
 }
 
 bool plan_winograd_fits(const plan_node *n) {
@@ -29,35 +29,48 @@ bool plan_winograd_fits(const plan_node *n) {
          c->p.dil_h == c->p.dil_w && c->p.groups == 1;
 }
 
-/* U = G g G^T for one 3x3 kernel, G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
-static void weight_transform(const float *g, float *u) {
-  float t[4][3];
-  for (int j = 0; j < 3; j++) {
-    t[0][j] = g[j];
-    t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
-    t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
-    t[3][j] = g[6 + j];
-  }
-  for (int i = 0; i < 4; i++) {
-    u[i * 4 + 0] = t[i][0];
-    u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
-    u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
-    u[i * 4 + 3] = t[i][2];
-  }
+/* Tiles of the grid of one phase (see tile_at), some of them partly outside the map. */
+static int64_t phase_tiles(int64_t size, int dil, int tile) {
+  return ((size + dil - 1) / dil + tile - 1) / tile;
 }
 
-/* Packed U: [o / SMALL_NO][position][c][SMALL_NO] (in the order a task reads it), zero-padded
- * channels. */
+static int64_t tiles_of(const int64_t *out, int dil, int tile) {
+  return (int64_t)dil * dil * phase_tiles(out[2], dil, tile) * phase_tiles(out[3], dil, tile);
+}
+
+/* The cost rule: enough channels for the transforms to pay off (with 32 they cost more than
+ * the multiplies saved); F(4x4) on maps of at least 7x7 of its tiles (28x28 outputs), F(2x2)
+ * on smaller ones. U (36 / 9 or 16 / 9 of the weights, read once per tile chunk) either
+ * small (up to 256 KiB per position) or, up to 1 MiB per position, on a map of many tiles,
+ * where the tiles' work covers its reads (not on 7x7 maps, where it would only stream from
+ * memory). */
+int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
+  const plan_conv *c = &n->conv;
+  if (!plan_winograd_fits(n) || c->cg < 64 || c->o < 64 || c->o % 16) return 0;
+  const int64_t *out = plan->values[n->out].shape;
+  int64_t u = c->o * c->cg, f4 = tiles_of(out, c->p.dil_h, 4), f2 = tiles_of(out, c->p.dil_h, 2);
+  if (u > 262144) return 0;
+  if (f4 >= 49 && (u <= 65536 || f4 >= 256)) return 4;
+  return u <= 65536 || f2 >= 256 ? 2 : 0;
+}
+
+/* Packed U: [o / SMALL_NO][position][c][SMALL_NO] (in the order a task reads it),
+ * zero-padded channels. */
 static int pack(plan_conv *c, cb_error *err) {
+  int pos = positions(c->winograd);
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
-  float *packed = calloc((size_t)(WG_POS * blocks * SMALL_NO * c->cg), sizeof(float));
+  float *packed = calloc((size_t)(pos * blocks * SMALL_NO * c->cg), sizeof(float));
   if (!packed) return cb_fail(err, "plan: out of memory packing Winograd weights");
-  float u[WG_POS];
+  float u[WG_MAX_POS];
   for (int64_t o = 0; o < c->o; o++)
     for (int64_t ch = 0; ch < c->cg; ch++) {
-      weight_transform(c->weight + (o * c->cg + ch) * 9, u);
-      for (int p = 0; p < WG_POS; p++)
-        packed[(((o / SMALL_NO) * WG_POS + p) * c->cg + ch) * SMALL_NO + o % SMALL_NO] = u[p];
+      const float *g = c->weight + (o * c->cg + ch) * 9;
+      if (c->winograd == 4)
+        wg4_weight_transform(g, u);
+      else
+        wg2_weight_transform(g, u);
+      for (int p = 0; p < pos; p++)
+        packed[(((o / SMALL_NO) * pos + p) * c->cg + ch) * SMALL_NO + o % SMALL_NO] = u[p];
     }
   free(c->weight);
   c->weight = NULL;
@@ -65,36 +78,13 @@ static int pack(plan_conv *c, cb_error *err) {
   return 0;
 }
 
-/* A dilated convolution splits into dil x dil independent ones over the phases of the map
- * (rows and columns of one residue modulo dil); every phase has the same grid of tiles,
- * some of them partly outside the map. */
-static int64_t phase_tiles(int64_t size, int dil) {
-  return ((size + dil - 1) / dil + 1) / 2;
-}
-
-static int64_t tiles_of(const int64_t *out, int dil) {
-  return (int64_t)dil * dil * phase_tiles(out[2], dil) * phase_tiles(out[3], dil);
-}
-
-/* The cost rule: enough channels for the transforms to pay off (with 32 they cost more than
- * the multiplies saved), and U (16 / 9 of the weights, read once per tile chunk) either small
- * (up to 256 KiB per position) or, up to 1 MiB per position, on a map of many tiles, where
- * it stays in the last-level cache between chunks (not on 7x7 maps, where it would only
- * stream from memory). */
-bool plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
-  const plan_conv *c = &n->conv;
-  if (!plan_winograd_fits(n) || c->cg < 64 || c->o < 64 || c->o % 16) return false;
-  int64_t u = c->o * c->cg;
-  return u <= 65536 || (u <= 262144 && tiles_of(plan->values[n->out].shape, c->p.dil_h) >= 256);
-}
-
 /* Chunks of nc tiles (V at most WG_V_FLOATS) by mc channels, of equal sizes, with a number of
  * tasks that the threads divide: first more tile chunks, then channel halves. */
-int plan_winograd_tile(cb_plan *plan, plan_node *n, cb_error *err) {
+int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
-  int64_t tiles = tiles_of(out, c->p.dil_h), blocks = (tiles + SMALL_PR - 1) / SMALL_PR;
-  int64_t most = WG_V_FLOATS / (WG_POS * c->cg * SMALL_PR), threads = plan->threads;
+  int64_t tiles = tiles_of(out, c->p.dil_h, tile), blocks = (tiles + SMALL_PR - 1) / SMALL_PR;
+  int64_t most = WG_V_FLOATS / (positions(tile) * c->cg * SMALL_PR), threads = plan->threads;
   most = most < 1 ? 1 : most;
   int64_t chunks = (blocks + most - 1) / most, m_tiles = 1;
   if (threads > 1 && (out[0] * chunks) % threads) {
@@ -107,321 +97,84 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   int64_t mc = round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
   c->mc = (int)mc;
   c->nc = (int)((blocks + chunks - 1) / chunks * SMALL_PR);
-  c->winograd = true;
+  c->winograd = tile;
   c->shared_panel = false;
   return pack(c, err);
 }
 
+/* A stride of at least floats, an odd number of 64-byte lines. */
+static int64_t odd_lines(int64_t floats) {
+  int64_t lines = (floats + 15) / 16;
+  return (lines | 1) * 16;
+}
+
+static wg_layout layout_of(const plan_conv *c, int64_t tiles) {
+  int64_t ldv = round_up(tiles, SMALL_PR);
+  return (wg_layout){.ldv = ldv, .ldp = odd_lines(c->cg * ldv), .ldm = odd_lines(ldv * SMALL_NO)};
+}
+
 /* V, then M for one block of SMALL_NO channels. */
 size_t plan_winograd_scratch(const plan_node *n) {
-  return (size_t)(WG_POS * (n->conv.cg * n->conv.nc + n->conv.nc * SMALL_NO));
+  wg_layout l = layout_of(&n->conv, n->conv.nc);
+  return (size_t)positions(n->conv.winograd) * (size_t)(l.ldp + l.ldm);
 }
 
-typedef struct wg_job {
-  cb_plan *plan;
-  const plan_node *node;
-  const float *x, *res;
-  float *y;
-  int64_t c, h, w, oh, ow, tiles_h, tiles_w, tiles, n_tiles, m_tiles;
-  int dil;
-} wg_job;
-
-/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
-static __mmask16 inside(int64_t x0, int64_t w) {
-  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
-  if (hi <= lo) return 0;
-  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-
-/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
- * row of the 4x4 patches is two loads, split into even and odd columns. */
-TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
-                                     float *v, int64_t ldv) {
+/* V[p][ch][t - t0] for tiles [t0, t1), the columns past t1 zero. */
+static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
+                            const wg_layout *l, float *v) {
   const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = c->cg * ldv;
-  int64_t y0 = 2 * ty - c->p.pad_h, x0 = 2 * tx - c->p.pad_w;
-  __mmask16 m[4] = {inside(x0, j->w), inside(x0 + 16, j->w), inside(x0 + 2, j->w),
-                    inside(x0 + 18, j->w)};
-  bool row_in[4];
-  for (int a = 0; a < 4; a++)
-    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += ldv) {
-    __m512 d[4][4], r[4][4];
-    for (int a = 0; a < 4; a++) {
-      if (!row_in[a]) {
-        d[a][0] = d[a][1] = d[a][2] = d[a][3] = _mm512_setzero_ps();
-        continue;
-      }
-      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
-      __m512 l0 = _mm512_maskz_loadu_ps(m[0], row), h0 = _mm512_maskz_loadu_ps(m[1], row + 16);
-      __m512 l2 = _mm512_maskz_loadu_ps(m[2], row + 2), h2 = _mm512_maskz_loadu_ps(m[3], row + 18);
-      d[a][0] = _mm512_permutex2var_ps(l0, even, h0);
-      d[a][1] = _mm512_permutex2var_ps(l0, odd, h0);
-      d[a][2] = _mm512_permutex2var_ps(l2, even, h2);
-      d[a][3] = _mm512_permutex2var_ps(l2, odd, h2);
-    }
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
-      r[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
-      r[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
-      r[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
-    }
-    for (int a = 0; a < 4; a++) {
-      float *o = v + a * 4 * pos_stride;
-      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
-      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
-      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
-      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
-    }
-  }
-}
-
-/* Where tile t lies: its phase (ry, rx) and its place (ty, tx) in the phase's grid. */
-typedef struct tile_at {
-  int64_t ry, rx, ty, tx;
-} tile_at;
-
-static tile_at locate(const wg_job *j, int64_t t) {
-  int64_t per_phase = j->tiles_h * j->tiles_w, phase = t / per_phase, r = t % per_phase;
-  return (tile_at){phase / j->dil, phase % j->dil, r / j->tiles_w, r % j->tiles_w};
-}
-
-/* The dilated case: V for tiles [t0, t1) (at most 16), each input of the 4x4 patches
- * gathered, dil apart. */
-TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
-                                int64_t ldv) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = c->cg * ldv, d = j->dil;
-  int32_t off[16] = {0};
-  __mmask16 row[4] = {0}, col[4] = {0};
-  for (int i = 0; i < t1 - t0; i++) {
-    tile_at at = locate(j, t0 + i);
-    int64_t y0 = d * 2 * at.ty + at.ry - c->p.pad_h, x0 = d * 2 * at.tx + at.rx - c->p.pad_w;
-    off[i] = (int32_t)(y0 * j->w + x0);
-    for (int a = 0; a < 4; a++) {
-      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
-      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
-    }
-  }
-  __m512i base = _mm512_loadu_si512(off);
-  __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += ldv) {
-    const float *src = x + ch * plane;
-    __m512 dd[4][4], r[4][4];
-    for (int a = 0; a < 4; a++)
-      for (int b = 0; b < 4; b++)
-        dd[a][b] = _mm512_mask_i32gather_ps(
-            _mm512_setzero_ps(), row[a] & col[b],
-            _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b)))), src, 4);
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_sub_ps(dd[0][b], dd[2][b]);
-      r[1][b] = _mm512_add_ps(dd[1][b], dd[2][b]);
-      r[2][b] = _mm512_sub_ps(dd[2][b], dd[1][b]);
-      r[3][b] = _mm512_sub_ps(dd[1][b], dd[3][b]);
-    }
-    for (int a = 0; a < 4; a++) {
-      float *o = v + a * 4 * pos_stride;
-      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
-      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
-      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
-      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
-    }
-  }
-}
-
-/* V[p][ch][t - t0] for tiles [t0, t1), in a chunk of ldv (a multiple of SMALL_PR) columns;
- * columns past t1 are zero. */
-static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1, int64_t ldv,
-                            float *v) {
-  const plan_conv *c = &j->node->conv;
-  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
-    gather_tiles(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), ldv);
-  for (int64_t t = t0; t < t1 && j->dil == 1;) {
-    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-    n = n > 16 ? 16 : n;
-    n = n > t1 - t ? t1 - t : n;
-    transform_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), ldv);
-    t += n;
-  }
-  for (int64_t p = 0; p < WG_POS; p++)
-    for (int64_t ch = 0; ch < c->cg && t1 - t0 < ldv; ch++)
-      memset(v + (p * c->cg + ch) * ldv + (t1 - t0), 0, (size_t)(ldv - (t1 - t0)) * sizeof(float));
-}
-
-/* r[i][j] = r[j][i] for a 16x16 block. */
-TARGET static void transpose16(__m512 r[16]) {
-  __m512 t[16], u[16];
-  for (int i = 0; i < 8; i++) {
-    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
-    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
-  }
-  for (int i = 0; i < 4; i++) {
-    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
-    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
-    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
-    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
-  }
-  for (int i = 0; i < 4; i++) {
-    t[i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
-    t[4 + i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
-    t[8 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
-    t[12 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
-  }
-  for (int i = 0; i < 4; i++) {
-    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
-    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
-    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
-    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
-  }
-}
-
-/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows < 16 channels from ch: the
- * 2x2 outputs A^T M A (A^T = [[1,1,1,0],[0,1,-1,-1]]) of each tile, transposed to one vector
- * of tiles per channel, then interleaved into output rows with bias, residual and ReLU.
- * m points at the first tile's 16 channels, [p][tile][SMALL_NO] with ldm tiles. */
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
-  __m512 out[4][16];
-  for (int i = 0; i < 16; i++) {
-    if (i >= n) {
-      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
-      continue;
-    }
-    __m512 s[WG_POS], r0[4], r1[4];
-    for (int p = 0; p < WG_POS; p++)
-      s[p] = _mm512_loadu_ps(m + (p * ldm + i) * SMALL_NO);
-    for (int b = 0; b < 4; b++) {
-      r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-      r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-    }
-    out[0][i] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
-    out[1][i] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
-    out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
-    out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
-  }
-  for (int k = 0; k < 4; k++)
-    transpose16(out[k]);
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i half = _mm512_srli_epi32(lane, 1),
-          odd = _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(1)), 4);
-  __m512i lo = _mm512_or_si512(half, odd), hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-  int64_t plane = j->oh * j->ow, x0 = 2 * tx, width = 2 * n < j->ow - x0 ? 2 * n : j->ow - x0;
-  __mmask16 m0 = (__mmask16)(width >= 16 ? 0xFFFF : (1u << width) - 1);
-  __mmask16 m1 = (__mmask16)(width >= 32 ? 0xFFFF : width <= 16 ? 0 : (1u << (width - 16)) - 1);
-  for (int a = 0; a < 2 && 2 * ty + a < j->oh; a++)
-    for (int c = 0; c < rows; c++) {
-      __m512 bias = _mm512_set1_ps(j->node->conv.bias[ch + c]);
-      int64_t at = (ch + c) * plane + (2 * ty + a) * j->ow + x0;
-      __m512 v0 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], lo, out[2 * a + 1][c]), bias);
-      __m512 v1 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], hi, out[2 * a + 1][c]), bias);
-      if (res) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + at));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + at + 16));
-      }
-      if (j->node->relu) {
-        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
-        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
-      }
-      _mm512_mask_storeu_ps(y + at, m0, v0);
-      _mm512_mask_storeu_ps(y + at + 16, m1, v1);
-    }
-}
-
-/* The dilated case: the 2x2 outputs of each tile, dil apart, scattered over 16 channels. */
-TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
-                                 int64_t t0, int64_t t1, float *y, const float *res) {
-  int64_t plane = j->oh * j->ow, d = j->dil;
-  __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32((int)plane));
-  __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
-  __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
-  for (int64_t t = t0; t < t1; t++) {
-    const float *src = m + (t - t0) * SMALL_NO;
-    __m512 s[WG_POS], r[2][4], out[2][2];
-    for (int p = 0; p < WG_POS; p++)
-      s[p] = _mm512_loadu_ps(src + p * ldm * SMALL_NO);
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-      r[1][b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-    }
-    for (int a = 0; a < 2; a++) {
-      out[a][0] = _mm512_add_ps(_mm512_add_ps(r[a][0], r[a][1]), r[a][2]);
-      out[a][1] = _mm512_sub_ps(_mm512_sub_ps(r[a][1], r[a][2]), r[a][3]);
-    }
-    tile_at at = locate(j, t);
-    for (int a = 0; a < 2; a++)
-      for (int b = 0; b < 2; b++) {
-        int64_t oy = d * (2 * at.ty + a) + at.ry, ox = d * (2 * at.tx + b) + at.rx;
-        if (oy >= j->oh || ox >= j->ow) continue;
-        int64_t where = ch * plane + oy * j->ow + ox;
-        __m512 v = _mm512_add_ps(out[a][b], bias);
-        if (res)
-          v = _mm512_add_ps(
-              v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
-        if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-        _mm512_mask_i32scatter_ps(y + where, mask, lanes, v, 4);
-      }
-  }
-}
-
-/* Y for channels [m0, m0 + rows) and tiles [t0, t1); m is [p][t - t0][SMALL_NO] with ldm
- * tiles per position. y and res point at the image. */
-static void output_transform(const wg_job *j, const float *m, int64_t ldm, int64_t m0, int rows,
-                             int64_t t0, int64_t t1, float *y, const float *res) {
-  for (int v = 0; v * 16 < rows && j->dil > 1; v++)
-    scatter_tiles(j, m + v * 16, ldm, m0 + v * 16, rows - v * 16 < 16 ? rows - v * 16 : 16, t0, t1,
-                  y, res);
-  for (int v = 0; v * 16 < rows && j->dil == 1; v++)
-    for (int64_t t = t0; t < t1;) {
-      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-      n = n > 16 ? 16 : n;
-      n = n > t1 - t ? t1 - t : n;
-      output_segment(j, m + (t - t0) * SMALL_NO + v * 16, ldm, m0 + v * 16,
-                     rows - v * 16 < 16 ? rows - v * 16 : 16, t / j->tiles_w, tx, (int)n, y, res);
-      t += n;
-    }
+  int pos = positions(c->winograd);
+  if (c->winograd == 4)
+    wg4_input_transform(j, x, t0, t1, l, v);
+  else
+    wg2_input_transform(j, x, t0, t1, l, v);
+  for (int p = 0; p < pos && t1 - t0 < l->ldv; p++)
+    for (int64_t ch = 0; ch < c->cg; ch++)
+      memset(v + p * l->ldp + ch * l->ldv + (t1 - t0), 0,
+             (size_t)(l->ldv - (t1 - t0)) * sizeof(float));
 }
 
 static void wg_task(void *ctx, int task, int thread) {
   const wg_job *j = ctx;
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
+  int pos = positions(c->winograd);
   int64_t per_image = j->n_tiles * j->m_tiles, img = task / per_image, rest = task % per_image;
   int64_t tn = rest % j->n_tiles, tm = rest / j->n_tiles;
   int64_t t0 = tn * c->nc, t1 = t0 + c->nc < j->tiles ? t0 + c->nc : j->tiles;
   int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
-  int64_t ldv = round_up(t1 - t0, SMALL_PR);
+  wg_layout l = layout_of(c, t1 - t0);
   float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
-  float *m = v + WG_POS * c->cg * c->nc;
+  float *m = v + pos * layout_of(c, c->nc).ldp;
   int64_t off = img * c->o * j->oh * j->ow;
-  input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, ldv, v);
+  input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, &l, v);
   for (int64_t b = m0; b < m1; b += SMALL_NO) {
-    for (int p = 0; p < WG_POS; p++)
+    for (int p = 0; p < pos; p++)
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
         int64_t kc = c->cg - k0 < WG_KC ? c->cg - k0 : WG_KC;
-        for (int64_t t = 0; t < ldv; t += SMALL_PR) {
+        for (int64_t t = 0; t < l.ldv; t += SMALL_PR) {
           small_tile st = {.kc = kc,
-                           .lda = ldv,
-                           .a = v + (p * c->cg + k0) * ldv + t,
-                           .w = c->packed + ((b / SMALL_NO * WG_POS + p) * c->cg + k0) * SMALL_NO,
-                           .c = m + (p * ldv + t) * SMALL_NO,
+                           .lda = l.ldv,
+                           .a = v + p * l.ldp + k0 * l.ldv + t,
+                           .w = c->packed + ((b / SMALL_NO * pos + p) * c->cg + k0) * SMALL_NO,
+                           .c = m + p * l.ldm + t * SMALL_NO,
                            .load_c = k0 > 0};
           plan_gemm_small(&st);
         }
       }
-    output_transform(j, m, ldv, b, (int)(m1 - b < SMALL_NO ? m1 - b : SMALL_NO), t0, t1, j->y + off,
-                     j->res ? j->res + off : NULL);
+    int rows = (int)(m1 - b < SMALL_NO ? m1 - b : SMALL_NO);
+    const float *res = j->res ? j->res + off : NULL;
+    if (c->winograd == 4)
+      wg4_output_transform(j, m, &l, b, rows, t0, t1, j->y + off, res);
+    else
+      wg2_output_transform(j, m, &l, b, rows, t0, t1, j->y + off, res);
   }
 }
 
 void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                        float *y) {
   const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
+  int tile = n->conv.winograd;
   wg_job j = {.plan = plan,
               .node = n,
               .x = x,
@@ -434,9 +187,9 @@ void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const 
   /* A residual written in place is read before its element is overwritten. */
   j.res = n->residual_in_place ? y : res;
   j.dil = n->conv.p.dil_h;
-  j.tiles_h = phase_tiles(j.oh, j.dil);
-  j.tiles_w = phase_tiles(j.ow, j.dil);
-  j.tiles = tiles_of(out, j.dil);
+  j.tiles_h = phase_tiles(j.oh, j.dil, tile);
+  j.tiles_w = phase_tiles(j.ow, j.dil, tile);
+  j.tiles = tiles_of(out, j.dil, tile);
   j.n_tiles = (j.tiles + n->conv.nc - 1) / n->conv.nc;
   j.m_tiles = (n->conv.o + n->conv.mc - 1) / n->conv.mc;
   cb_parallel_for((int)(j.n_tiles * j.m_tiles * in[0]), wg_task, &j);

@@ -130,9 +130,10 @@ Test(plan, fixture_multi_grid) {
   check_fixture("multi_grid", 2);
 }
 
-/* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3), residuals in place included. */
-Test(plan, winograd_r34_d8) {
-  setenv("CBRICK_WINOGRAD", "1", 1);
+/* Every 3x3 stride-1 convolution as Winograd F(tile x tile, 3x3), residuals in place
+ * included. */
+static void winograd_everywhere(const char *tile) {
+  setenv("CBRICK_WINOGRAD", tile, 1);
   cb_plan_stats s = check_fixture("r34", 2);
   if (s.weight_bytes > 0 && s.convs > 0 && s.winograd == 0)
     cr_skip_test("no AVX-512 here: Winograd runs on the AVX-512 kernel only");
@@ -140,6 +141,12 @@ Test(plan, winograd_r34_d8) {
   check_fixture("d8", 1);
   check_fixture("multi_grid", 2);
   unsetenv("CBRICK_WINOGRAD");
+}
+Test(plan, winograd_f2_r34_d8) {
+  winograd_everywhere("2");
+}
+Test(plan, winograd_f4_r34_d8) {
+  winograd_everywhere("4");
 }
 
 /* The portable path (OpenBLAS on im2col), as on processors without AVX-512. */

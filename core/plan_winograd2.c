@@ -1,0 +1,290 @@
+/* Winograd F(2x2, 3x3): 4x4 input patches, 16 positions, 2x2 outputs per tile; 2.25x fewer
+ * multiplies than the direct convolution. The transforms run on 16 tiles per vector: inputs
+ * gathered from two loads per patch row (padding masked), outputs transposed back into rows. */
+#include <immintrin.h>
+#include <string.h>
+
+#include "plan_gemm.h"
+#include "plan_winograd.h"
+
+#define WG_POS 16
+#define TARGET __attribute__((target("avx512f,fma")))
+
+/* U = G g G^T for one 3x3 kernel, G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
+void wg2_weight_transform(const float *g, float *u) {
+  float t[4][3];
+  for (int j = 0; j < 3; j++) {
+    t[0][j] = g[j];
+    t[1][j] = 0.5f * (g[j] + g[3 + j] + g[6 + j]);
+    t[2][j] = 0.5f * (g[j] - g[3 + j] + g[6 + j]);
+    t[3][j] = g[6 + j];
+  }
+  for (int i = 0; i < 4; i++) {
+    u[i * 4 + 0] = t[i][0];
+    u[i * 4 + 1] = 0.5f * (t[i][0] + t[i][1] + t[i][2]);
+    u[i * 4 + 2] = 0.5f * (t[i][0] - t[i][1] + t[i][2]);
+    u[i * 4 + 3] = t[i][2];
+  }
+}
+
+/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
+static __mmask16 inside(int64_t x0, int64_t w) {
+  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
+  if (hi <= lo) return 0;
+  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
+ * row of the 4x4 patches is two loads, split into even and odd columns. */
+TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
+                                     float *v, const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp;
+  int64_t y0 = 2 * ty - c->p.pad_h, x0 = 2 * tx - c->p.pad_w;
+  __mmask16 m[4] = {inside(x0, j->w), inside(x0 + 16, j->w), inside(x0 + 2, j->w),
+                    inside(x0 + 18, j->w)};
+  bool row_in[4];
+#pragma GCC unroll 16
+  for (int a = 0; a < 4; a++)
+    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
+  __mmask16 store = (__mmask16)((1u << n) - 1);
+  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+    __m512 d[4][4], r[4][4];
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++) {
+      if (!row_in[a]) {
+        d[a][0] = d[a][1] = d[a][2] = d[a][3] = _mm512_setzero_ps();
+        continue;
+      }
+      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
+      __m512 l0 = _mm512_maskz_loadu_ps(m[0], row), h0 = _mm512_maskz_loadu_ps(m[1], row + 16);
+      __m512 l2 = _mm512_maskz_loadu_ps(m[2], row + 2), h2 = _mm512_maskz_loadu_ps(m[3], row + 18);
+      d[a][0] = _mm512_permutex2var_ps(l0, even, h0);
+      d[a][1] = _mm512_permutex2var_ps(l0, odd, h0);
+      d[a][2] = _mm512_permutex2var_ps(l2, even, h2);
+      d[a][3] = _mm512_permutex2var_ps(l2, odd, h2);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      r[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
+      r[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
+      r[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
+      r[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+    }
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++) {
+      float *o = v + a * 4 * pos_stride;
+      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
+      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
+      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
+      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
+    }
+  }
+}
+
+/* The dilated case: V for tiles [t0, t1) (at most 16), each input of the 4x4 patches
+ * gathered, dil apart. */
+TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
+                                const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
+  int32_t off[16] = {0};
+  __mmask16 row[4] = {0}, col[4] = {0};
+  for (int i = 0; i < t1 - t0; i++) {
+    tile_at at = wg_locate(j, t0 + i);
+    int64_t y0 = d * 2 * at.ty + at.ry - c->p.pad_h, x0 = d * 2 * at.tx + at.rx - c->p.pad_w;
+    off[i] = (int32_t)(y0 * j->w + x0);
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++) {
+      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
+      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
+    }
+  }
+  __m512i base = _mm512_loadu_si512(off);
+  __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
+  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+    const float *src = x + ch * plane;
+    __m512 dd[4][4], r[4][4];
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++)
+#pragma GCC unroll 16
+      for (int b = 0; b < 4; b++)
+        dd[a][b] = _mm512_mask_i32gather_ps(
+            _mm512_setzero_ps(), row[a] & col[b],
+            _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b)))), src, 4);
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      r[0][b] = _mm512_sub_ps(dd[0][b], dd[2][b]);
+      r[1][b] = _mm512_add_ps(dd[1][b], dd[2][b]);
+      r[2][b] = _mm512_sub_ps(dd[2][b], dd[1][b]);
+      r[3][b] = _mm512_sub_ps(dd[1][b], dd[3][b]);
+    }
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++) {
+      float *o = v + a * 4 * pos_stride;
+      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
+      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
+      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
+      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
+    }
+  }
+}
+
+void wg2_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
+                         const wg_layout *l, float *v) {
+  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
+    gather_tiles(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
+  for (int64_t t = t0; t < t1 && j->dil == 1;) {
+    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+    n = n > 16 ? 16 : n;
+    n = n > t1 - t ? t1 - t : n;
+    transform_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
+    t += n;
+  }
+}
+
+/* r[i][j] = r[j][i] for a 16x16 block. */
+TARGET static void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; i++) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
+    t[8 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
+  }
+#pragma GCC unroll 16
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+  }
+}
+
+/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows < 16 channels from ch: the
+ * 2x2 outputs A^T M A (A^T = [[1,1,1,0],[0,1,-1,-1]]) of each tile, transposed to one vector
+ * of tiles per channel, then interleaved into output rows with bias, residual and ReLU.
+ * m points at the first tile's 16 channels, positions ldm floats apart. */
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  __m512 out[4][16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++) {
+    if (i >= n) {
+      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
+      continue;
+    }
+    __m512 s[WG_POS], r0[4], r1[4];
+#pragma GCC unroll 16
+    for (int p = 0; p < WG_POS; p++)
+      s[p] = _mm512_loadu_ps(m + p * ldm + i * SMALL_NO);
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
+      r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
+    }
+    out[0][i] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
+    out[1][i] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
+    out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
+    out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
+  }
+#pragma GCC unroll 16
+  for (int k = 0; k < 4; k++)
+    transpose16(out[k]);
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __m512i half = _mm512_srli_epi32(lane, 1),
+          odd = _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(1)), 4);
+  __m512i lo = _mm512_or_si512(half, odd), hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
+  int64_t plane = j->oh * j->ow, x0 = 2 * tx, width = 2 * n < j->ow - x0 ? 2 * n : j->ow - x0;
+  __mmask16 m0 = (__mmask16)(width >= 16 ? 0xFFFF : (1u << width) - 1);
+  __mmask16 m1 = (__mmask16)(width >= 32 ? 0xFFFF : width <= 16 ? 0 : (1u << (width - 16)) - 1);
+  for (int a = 0; a < 2 && 2 * ty + a < j->oh; a++)
+    for (int c = 0; c < rows; c++) {
+      __m512 bias = _mm512_set1_ps(j->node->conv.bias[ch + c]);
+      int64_t at = (ch + c) * plane + (2 * ty + a) * j->ow + x0;
+      __m512 v0 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], lo, out[2 * a + 1][c]), bias);
+      __m512 v1 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], hi, out[2 * a + 1][c]), bias);
+      if (res) {
+        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + at));
+        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + at + 16));
+      }
+      if (j->node->relu) {
+        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
+        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
+      }
+      _mm512_mask_storeu_ps(y + at, m0, v0);
+      _mm512_mask_storeu_ps(y + at + 16, m1, v1);
+    }
+}
+
+/* The dilated case: the 2x2 outputs of each tile, dil apart, scattered over 16 channels. */
+TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                 int64_t t0, int64_t t1, float *y, const float *res) {
+  int64_t plane = j->oh * j->ow, d = j->dil;
+  __m512i lanes =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32((int)plane));
+  __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+  __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
+  for (int64_t t = t0; t < t1; t++) {
+    const float *src = m + (t - t0) * SMALL_NO;
+    __m512 s[WG_POS], r[2][4], out[2][2];
+#pragma GCC unroll 16
+    for (int p = 0; p < WG_POS; p++)
+      s[p] = _mm512_loadu_ps(src + p * ldm);
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      r[0][b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
+      r[1][b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
+    }
+    for (int a = 0; a < 2; a++) {
+      out[a][0] = _mm512_add_ps(_mm512_add_ps(r[a][0], r[a][1]), r[a][2]);
+      out[a][1] = _mm512_sub_ps(_mm512_sub_ps(r[a][1], r[a][2]), r[a][3]);
+    }
+    tile_at at = wg_locate(j, t);
+    for (int a = 0; a < 2; a++)
+      for (int b = 0; b < 2; b++) {
+        int64_t oy = d * (2 * at.ty + a) + at.ry, ox = d * (2 * at.tx + b) + at.rx;
+        if (oy >= j->oh || ox >= j->ow) continue;
+        int64_t where = ch * plane + oy * j->ow + ox;
+        __m512 v = _mm512_add_ps(out[a][b], bias);
+        if (res)
+          v = _mm512_add_ps(
+              v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
+        if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+        _mm512_mask_i32scatter_ps(y + where, mask, lanes, v, 4);
+      }
+  }
+}
+
+void wg2_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
+                          int64_t t0, int64_t t1, float *y, const float *res) {
+  for (int v = 0; v * 16 < rows && j->dil > 1; v++)
+    scatter_tiles(j, m + v * 16, l->ldm, m0 + v * 16, rows - v * 16 < 16 ? rows - v * 16 : 16, t0,
+                  t1, y, res);
+  for (int v = 0; v * 16 < rows && j->dil == 1; v++)
+    for (int64_t t = t0; t < t1;) {
+      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+      n = n > 16 ? 16 : n;
+      n = n > t1 - t ? t1 - t : n;
+      output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16,
+                     rows - v * 16 < 16 ? rows - v * 16 : 16, t / j->tiles_w, tx, (int)n, y, res);
+      t += n;
+    }
+}

@@ -1,0 +1,379 @@
+/* Winograd F(4x4, 3x3): 6x6 input patches, 36 positions, 4x4 outputs per tile; 4x fewer
+ * multiplies than the direct convolution (F(2x2) saves 2.25x), for larger maps where the
+ * 36 / 9 times larger U is read by enough tiles. The transforms run on 16 tiles per vector. */
+#include <immintrin.h>
+
+#include "plan_gemm.h"
+#include "plan_winograd.h"
+
+#define WG_POS 36
+#define TARGET __attribute__((target("avx512f,fma")))
+
+/* G = [[1/4, 0, 0], [-1/6, -1/6, -1/6], [-1/6, 1/6, -1/6], [1/24, 1/12, 1/6],
+ *      [1/24, -1/12, 1/6], [0, 0, 1]], in double so that U rounds once. */
+static void g_times(const double *in, int stride, double *out) {
+  double a = in[0], b = in[stride], c = in[2 * stride];
+  out[0] = a / 4;
+  out[1] = -(a + b + c) / 6;
+  out[2] = -(a - b + c) / 6;
+  out[3] = a / 24 + b / 12 + c / 6;
+  out[4] = a / 24 - b / 12 + c / 6;
+  out[5] = c;
+}
+
+void wg4_weight_transform(const float *g, float *u) {
+  double in[9], t[6][3], col[3], row[6];
+  for (int i = 0; i < 9; i++)
+    in[i] = g[i];
+  for (int j = 0; j < 3; j++) {
+    g_times(in + j, 3, row);
+    for (int i = 0; i < 6; i++)
+      t[i][j] = row[i];
+  }
+  for (int i = 0; i < 6; i++) {
+    for (int j = 0; j < 3; j++)
+      col[j] = t[i][j];
+    g_times(col, 1, row);
+    for (int j = 0; j < 6; j++)
+      u[i * 6 + j] = (float)row[j];
+  }
+}
+
+/* B^T d for one column of six vectors. */
+TARGET static inline void bt6(const __m512 *d, __m512 *r) {
+  __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
+  __m512 t0 = _mm512_fnmadd_ps(four, d[2], d[4]), t1 = _mm512_fnmadd_ps(four, d[1], d[3]);
+  __m512 t2 = _mm512_sub_ps(d[4], d[2]), t3 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
+  r[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
+  r[1] = _mm512_add_ps(t0, t1);
+  r[2] = _mm512_sub_ps(t0, t1);
+  r[3] = _mm512_add_ps(t2, t3);
+  r[4] = _mm512_sub_ps(t2, t3);
+  r[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
+}
+
+/* A^T m for six vectors: four outputs. */
+TARGET static inline void at6(const __m512 *m, __m512 *o) {
+  __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
+  __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
+  o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
+  o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
+  o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
+}
+
+/* V for tiles [t0, t1) (at most 16): each input of the 6x6 patches gathered, dil apart,
+ * outside the map zero. */
+TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
+                                const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
+  int32_t off[16] = {0};
+  __mmask16 row[6] = {0}, col[6] = {0};
+  for (int i = 0; i < t1 - t0; i++) {
+    tile_at at = wg_locate(j, t0 + i);
+    int64_t y0 = d * 4 * at.ty + at.ry - c->p.pad_h, x0 = d * 4 * at.tx + at.rx - c->p.pad_w;
+    off[i] = (int32_t)(y0 * j->w + x0);
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++) {
+      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
+      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
+    }
+  }
+  __m512i base = _mm512_loadu_si512(off), at[6][6];
+#pragma GCC unroll 16
+  for (int a = 0; a < 6; a++)
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++)
+      at[a][b] = _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b))));
+  __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
+  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+    const float *src = x + ch * plane;
+    __m512 r[6][6];
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++) {
+      __m512 dd[6], t[6];
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        dd[a] = _mm512_mask_i32gather_ps(_mm512_setzero_ps(), row[a] & col[b], at[a][b], src, 4);
+      bt6(dd, t);
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        r[a][b] = t[a];
+    }
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++) {
+      __m512 out[6];
+      bt6(r[a], out);
+#pragma GCC unroll 16
+      for (int b = 0; b < 6; b++)
+        _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, out[b]);
+    }
+  }
+}
+
+/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
+static __mmask16 inside(int64_t x0, int64_t w) {
+  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
+  if (hi <= lo) return 0;
+  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
+
+/* Columns 4i + b (i < 16) of the 64 floats in l[0..3]. */
+TARGET static inline __m512 every_fourth(const __m512 *l, __m512i idx) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(l[0], idx, l[1]),
+                              _mm512_permutex2var_ps(l[2], idx, l[3]));
+}
+
+/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
+ * row of the 6x6 patches is eight loads (at the patches' columns 0 and 4), split into the
+ * columns of each patch. */
+TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
+                                     float *v, const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp;
+  int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
+  __mmask16 m[8];
+#pragma GCC unroll 16
+  for (int q = 0; q < 8; q++)
+    m[q] = inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
+  bool row_in[6];
+#pragma GCC unroll 16
+  for (int a = 0; a < 6; a++)
+    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
+  __m512i four =
+      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  __m512i idx[4];
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; b++)
+    idx[b] = _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
+  __mmask16 store = (__mmask16)((1u << n) - 1);
+  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+    __m512 e[6][6];
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++) {
+      if (!row_in[a]) {
+#pragma GCC unroll 16
+        for (int b = 0; b < 6; b++)
+          e[a][b] = _mm512_setzero_ps();
+        continue;
+      }
+      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
+      __m512 l[8], d[6];
+#pragma GCC unroll 16
+      for (int q = 0; q < 8; q++)
+        l[q] = _mm512_maskz_loadu_ps(m[q], row + 16 * (q % 4) + 4 * (q / 4));
+#pragma GCC unroll 16
+      for (int b = 0; b < 6; b++)
+        d[b] = every_fourth(l + 4 * (b / 4), idx[b % 4]);
+      bt6(d, e[a]);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++) {
+      __m512 col[6], r[6];
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        col[a] = e[a][b];
+      bt6(col, r);
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
+    }
+  }
+}
+
+void wg4_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
+                         const wg_layout *l, float *v) {
+  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
+    gather_tiles(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
+  for (int64_t t = t0; t < t1 && j->dil == 1;) {
+    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+    n = n > 16 ? 16 : n;
+    n = n > t1 - t ? t1 - t : n;
+    transform_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
+    t += n;
+  }
+}
+
+/* The 4x4 outputs of each tile, dil apart, scattered over up to 16 channels. */
+TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                 int64_t t0, int64_t t1, float *y, const float *res) {
+  int64_t plane = j->oh * j->ow, d = j->dil;
+  __m512i lanes =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32((int)plane));
+  __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+  __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
+  for (int64_t t = t0; t < t1; t++) {
+    const float *src = m + (t - t0) * SMALL_NO;
+    __m512 q[4][6], out[4][4];
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++) {
+      __m512 s[6], o[4];
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        s[a] = _mm512_loadu_ps(src + (a * 6 + b) * ldm);
+      at6(s, o);
+#pragma GCC unroll 16
+      for (int a = 0; a < 4; a++)
+        q[a][b] = o[a];
+    }
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++)
+      at6(q[a], out[a]);
+    tile_at at = wg_locate(j, t);
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++)
+#pragma GCC unroll 16
+      for (int b = 0; b < 4; b++) {
+        int64_t oy = d * (4 * at.ty + a) + at.ry, ox = d * (4 * at.tx + b) + at.rx;
+        if (oy >= j->oh || ox >= j->ow) continue;
+        int64_t where = ch * plane + oy * j->ow + ox;
+        __m512 val = _mm512_add_ps(out[a][b], bias);
+        if (res)
+          val = _mm512_add_ps(
+              val, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
+        if (j->node->relu) val = _mm512_max_ps(val, _mm512_setzero_ps());
+        _mm512_mask_i32scatter_ps(y + where, mask, lanes, val, 4);
+      }
+  }
+}
+
+/* r[i][j] = r[j][i] for a 16x16 block. */
+TARGET static void transpose16(__m512 r[16]) {
+  __m512 t[16], u[16];
+  for (int i = 0; i < 8; i++) {
+    t[2 * i] = _mm512_unpacklo_ps(r[2 * i], r[2 * i + 1]);
+    t[2 * i + 1] = _mm512_unpackhi_ps(r[2 * i], r[2 * i + 1]);
+  }
+  for (int i = 0; i < 4; i++) {
+    u[4 * i + 0] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0x44);
+    u[4 * i + 1] = _mm512_shuffle_ps(t[4 * i], t[4 * i + 2], 0xEE);
+    u[4 * i + 2] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0x44);
+    u[4 * i + 3] = _mm512_shuffle_ps(t[4 * i + 1], t[4 * i + 3], 0xEE);
+  }
+  for (int i = 0; i < 4; i++) {
+    t[i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0x88);
+    t[4 + i] = _mm512_shuffle_f32x4(u[i], u[4 + i], 0xDD);
+    t[8 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0x88);
+    t[12 + i] = _mm512_shuffle_f32x4(u[8 + i], u[12 + i], 0xDD);
+  }
+  for (int i = 0; i < 4; i++) {
+    r[i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0x88);
+    r[4 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0x88);
+    r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
+    r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
+  }
+}
+
+/* The 4x4 outputs A^T M A of tile i, 16 channels per vector, into out[a * 4 + b][i]. */
+TARGET static void tile_outputs(const float *m, int64_t ldm, float (*out)[16][16]) {
+  __m512 q[4][6];
+#pragma GCC unroll 16
+  for (int b = 0; b < 6; b++) {
+    __m512 s[6], o[4];
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++)
+      s[a] = _mm512_loadu_ps(m + (a * 6 + b) * ldm);
+    at6(s, o);
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++)
+      q[a][b] = o[a];
+  }
+#pragma GCC unroll 16
+  for (int a = 0; a < 4; a++) {
+    __m512 o[4];
+    at6(q[a], o);
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++)
+      _mm512_store_ps(out[a * 4 + b][0], o[b]);
+  }
+}
+
+/* y[0..63] = u[b][i] at column 4i + b, with bias, residual and ReLU, the first width stored. */
+TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bias, int width,
+                                     float *y, const float *res) {
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  /* pairs: lanes 2k, 2k + 1 = first[k], second[k]; then quads of two pairs */
+  __m512i pair =
+      _mm512_or_si512(_mm512_srli_epi32(lane, 1),
+                      _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(1)), 4));
+  __m512i pair_hi = _mm512_add_epi32(pair, _mm512_set1_epi32(8));
+  __m512i quad = _mm512_or_si512(
+      _mm512_add_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(1)),
+                       _mm512_slli_epi32(_mm512_srli_epi32(lane, 2), 1)),
+      _mm512_slli_epi32(_mm512_and_si512(_mm512_srli_epi32(lane, 1), _mm512_set1_epi32(1)), 4));
+  __m512i quad_hi = _mm512_add_epi32(quad, _mm512_set1_epi32(8));
+  __m512 p02[2] = {_mm512_permutex2var_ps(u[0], pair, u[1]),
+                   _mm512_permutex2var_ps(u[0], pair_hi, u[1])};
+  __m512 p13[2] = {_mm512_permutex2var_ps(u[2], pair, u[3]),
+                   _mm512_permutex2var_ps(u[2], pair_hi, u[3])};
+  __m512 b = _mm512_set1_ps(bias);
+  for (int k = 0; k < 4 && 16 * k < width; k++) {
+    int left = width - 16 * k;
+    __mmask16 mask = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
+    __m512 v = _mm512_permutex2var_ps(p02[k / 2], k % 2 ? quad_hi : quad, p13[k / 2]);
+    v = _mm512_add_ps(v, b);
+    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res + 16 * k));
+    if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(y + 16 * k, mask, v);
+  }
+}
+
+/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows <= 16 channels from ch: each
+ * tile's 4x4 outputs, transposed to one vector of tiles per channel and output position,
+ * interleaved into output rows. m points at the first tile's 16 channels. */
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  float out[16][16][16] __attribute__((aligned(64)));
+  float by_tile[4][16][16] __attribute__((aligned(64)));
+  for (int i = 0; i < 16; i++) {
+    if (i < n) {
+      tile_outputs(m + i * SMALL_NO, ldm, (float(*)[16][16])out[0][i]);
+      continue;
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 16; p++)
+      _mm512_store_ps(out[p][i], _mm512_setzero_ps());
+  }
+  int64_t plane = j->oh * j->ow, x0 = 4 * tx;
+  int width = (int)(4 * n < j->ow - x0 ? 4 * n : j->ow - x0);
+  for (int a = 0; a < 4 && 4 * ty + a < j->oh; a++) {
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      __m512 r[16];
+#pragma GCC unroll 16
+      for (int i = 0; i < 16; i++)
+        r[i] = _mm512_load_ps(out[a * 4 + b][i]);
+      transpose16(r);
+#pragma GCC unroll 16
+      for (int c = 0; c < 16; c++)
+        _mm512_store_ps(by_tile[b][c], r[c]);
+    }
+    for (int c = 0; c < rows; c++) {
+      __m512 u[4];
+#pragma GCC unroll 16
+      for (int b = 0; b < 4; b++)
+        u[b] = _mm512_load_ps(by_tile[b][c]);
+      int64_t at = (ch + c) * plane + (4 * ty + a) * j->ow + x0;
+      store_interleaved(j, u, j->node->conv.bias[ch + c], width, y + at, res ? res + at : NULL);
+    }
+  }
+}
+
+void wg4_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
+                          int64_t t0, int64_t t1, float *y, const float *res) {
+  for (int v = 0; v * 16 < rows && j->dil > 1; v++)
+    scatter_tiles(j, m + v * 16, l->ldm, m0 + v * 16, rows - v * 16 < 16 ? rows - v * 16 : 16, t0,
+                  t1, y, res);
+  for (int v = 0; v * 16 < rows && j->dil == 1; v++)
+    for (int64_t t = t0; t < t1;) {
+      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+      n = n > 16 ? 16 : n;
+      n = n > t1 - t ? t1 - t : n;
+      output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16,
+                     rows - v * 16 < 16 ? rows - v * 16 : 16, t / j->tiles_w, tx, (int)n, y, res);
+      t += n;
+    }
+}
