@@ -5,6 +5,7 @@
 #include <string.h>
 
 #include "plan_gemm.h"
+#include "plan_simd.h"
 
 /* CBRICK_NO_AVX512=1 selects the portable path (OpenBLAS) on any processor. */
 bool plan_gemm_available(void) {
@@ -26,7 +27,7 @@ TARGET static inline __mmask16 tail_mask(int n) {
 
 TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0,
                               __mmask16 m1) {
-  float *c = t->c + (i) * t->ldc;
+  float *c = t->c + (i)*t->ldc;
   if (t->last) {
     __m512 b = _mm512_set1_ps(t->bias[i]);
     lo = _mm512_add_ps(lo, b);
@@ -48,13 +49,13 @@ TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, _
 #define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
 #define DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
 #define LOAD(i)                                                                                    \
-  if ((i) < t->mr) {                                                                                 \
-    c##i##a = _mm512_maskz_loadu_ps(m0, t->c + (i) * t->ldc);                                        \
-    c##i##b = _mm512_maskz_loadu_ps(m1, t->c + (i) * t->ldc + 16);                                   \
+  if ((i) < t->mr) {                                                                               \
+    c##i##a = _mm512_maskz_loadu_ps(m0, t->c + (i)*t->ldc);                                        \
+    c##i##b = _mm512_maskz_loadu_ps(m1, t->c + (i)*t->ldc + 16);                                   \
   }
 #define STEP(i)                                                                                    \
   {                                                                                                \
-    __m512 w = _mm512_set1_ps(a[(i)]);                                                               \
+    __m512 w = _mm512_set1_ps(a[(i)]);                                                             \
     c##i##a = _mm512_fmadd_ps(w, b0, c##i##a);                                                     \
     c##i##b = _mm512_fmadd_ps(w, b1, c##i##b);                                                     \
   }
@@ -79,17 +80,17 @@ TARGET void plan_gemm_tile(const gemm_tile *t) {
 #define PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6)
 #define SDECL(i) __m512 s##i##a = _mm512_setzero_ps(), s##i##b = _mm512_setzero_ps();
 #define SLOAD(i)                                                                                   \
-  s##i##a = _mm512_loadu_ps(t->c + (i) * SMALL_NO);                                                  \
-  s##i##b = _mm512_loadu_ps(t->c + (i) * SMALL_NO + 16);
+  s##i##a = _mm512_loadu_ps(t->c + (i)*SMALL_NO);                                                  \
+  s##i##b = _mm512_loadu_ps(t->c + (i)*SMALL_NO + 16);
 #define SSTEP(i)                                                                                   \
   {                                                                                                \
-    __m512 x = _mm512_set1_ps(a[(i)]);                                                               \
+    __m512 x = _mm512_set1_ps(a[(i)]);                                                             \
     s##i##a = _mm512_fmadd_ps(x, w0, s##i##a);                                                     \
     s##i##b = _mm512_fmadd_ps(x, w1, s##i##b);                                                     \
   }
 #define SSTORE(i)                                                                                  \
-  _mm512_storeu_ps(t->c + (i) * SMALL_NO, s##i##a);                                                  \
-  _mm512_storeu_ps(t->c + (i) * SMALL_NO + 16, s##i##b);
+  _mm512_storeu_ps(t->c + (i)*SMALL_NO, s##i##a);                                                  \
+  _mm512_storeu_ps(t->c + (i)*SMALL_NO + 16, s##i##b);
 
 TARGET void plan_gemm_small(const small_tile *t) {
   PIXELS(SDECL)
@@ -106,24 +107,29 @@ TARGET void plan_gemm_small(const small_tile *t) {
   PIXELS(SSTORE)
 }
 
-TARGET void plan_small_store(const small_out *o) {
-  __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32(SMALL_NO));
-  for (int r = 0; r < o->rows; r++) {
-    __m512i idx = _mm512_add_epi32(lanes, _mm512_set1_epi32(r));
-    __m512 bias = _mm512_set1_ps(o->bias[r]);
-    float *y = o->y + r * o->ldy;
-    const float *res = o->res ? o->res + r * o->ldy : NULL;
-    for (int64_t p = 0; p < o->pixels; p += 16) {
-      __mmask16 m = tail_mask((int)(o->pixels - p < 16 ? o->pixels - p : 16));
-      __m512 v = _mm512_mask_i32gather_ps(bias, m, idx, o->acc + p * SMALL_NO, 4);
-      v = _mm512_add_ps(v, bias);
-      if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, res + p));
-      if (o->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-      _mm512_mask_storeu_ps(y + p, m, v);
-    }
+/* 16 output channels from ch0 for 16 pixels from p: the accumulators transposed in registers,
+ * then bias, residual and ReLU per channel row. */
+TARGET static void store_block(const small_out *o, int ch0, int64_t p) {
+  int n = (int)(o->pixels - p < 16 ? o->pixels - p : 16);
+  int rows = o->rows - ch0 < 16 ? o->rows - ch0 : 16;
+  __mmask16 m = tail_mask(n);
+  __m512 r[16];
+  for (int i = 0; i < 16; i++)
+    r[i] = i < n ? _mm512_loadu_ps(o->acc + (p + i) * SMALL_NO + ch0) : _mm512_setzero_ps();
+  transpose16(r);
+  for (int c = 0; c < rows; c++) {
+    int64_t at = (ch0 + c) * o->ldy + p;
+    __m512 v = _mm512_add_ps(r[c], _mm512_set1_ps(o->bias[ch0 + c]));
+    if (o->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o->res + at));
+    if (o->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+    _mm512_mask_storeu_ps(o->y + at, m, v);
   }
+}
+
+TARGET void plan_small_store(const small_out *o) {
+  for (int ch0 = 0; ch0 < o->rows; ch0 += 16)
+    for (int64_t p = 0; p < o->pixels; p += 16)
+      store_block(o, ch0, p);
 }
 
 typedef struct run_masks {

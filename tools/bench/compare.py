@@ -2,18 +2,23 @@
 """cbrick's compiled plan against PyTorch on the same backbone, weights and input.
 
     tools/bench/compare.py CONFIG [--shape 1x3x224x224] [--threads 1 2] [--iters 20]
-                           [--warmup 3] [--rounds 3] [--build build]
+                           [--warmup 3] [--warmup-s 1.0] [--rounds 3] [--build build]
 
-Saves the weights cbrick initialises (`cbrick run --save-weights`) and its outputs, builds the
-same model with tools/fixtures/resnet.py's PyTorch reference, loads the weights and checks the
-outputs agree. Then times, alternating round by round with the same thread count: cbrick bench
-(--json), PyTorch eager and frozen TorchScript (torch.jit.freeze + optimize_for_inference),
-each in its own process so that peak RSS is measured per runner. Prints a table of medians
-and ratios, and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s.
+Builds the model with tools/fixtures/resnet.py's PyTorch reference, draws conditioned random
+weights (every residual branch and BatchNorm moves the outputs; mmseg's default init zeroes
+each block's last BatchNorm, which would hide the convolutions before it), saves them as
+safetensors and checks that cbrick's outputs on them agree with PyTorch's. Then times,
+alternating round by round with the same thread count: cbrick bench (--json), PyTorch eager
+and frozen TorchScript (torch.jit.freeze + optimize_for_inference), each in its own process so
+that peak RSS is measured per runner, each warmed up for at least --warmup-s seconds first (a
+VM that has squeezed its vCPUs onto one core while a runner started should spread them again
+before the timing). Prints a table of medians and ratios, and the FMA peak (cbrick bench
+--peak) as a reference for GFLOP/s.
 """
 import argparse
 import datetime
 import json
+import math
 import os
 import resource
 import statistics
@@ -57,8 +62,10 @@ def torch_worker(args):
         if args.worker == "frozen":
             traced = torch.jit.trace(model, x, strict=False)
             model = torch.jit.optimize_for_inference(torch.jit.freeze(traced.eval()))
-        for _ in range(args.warmup):
+        start, done = time.perf_counter(), 0
+        while done < args.warmup or time.perf_counter() - start < args.warmup_s:
             model(x)
+            done += 1
         times = []
         for _ in range(args.iters):
             t0 = time.perf_counter()
@@ -90,17 +97,28 @@ def rel_l2(a, b):
     return float(torch.linalg.vector_norm(a - b) / torch.linalg.vector_norm(b).clamp_min(1e-30))
 
 
+def conditioned_weights(cfg, shape, path):
+    import torch
+    import resnet
+    import st
+    gen = torch.Generator().manual_seed(0)
+    model = resnet.from_cfg(cfg).eval()
+    resnet.condition(model, torch.randn(*shape, generator=gen), gen)
+    st.save(path, {k: v for k, v in model.state_dict().items() if v.dim() > 0})
+
+
 def check_agreement(cbrick, config, cfg, shape, tmp):
     """cbrick's outputs (plan) on a saved input against PyTorch eager on the same input."""
     import numpy as np
     import torch
     import st
     weights = os.path.join(tmp, "weights.safetensors")
+    conditioned_weights(cfg, shape, weights)
     x = torch.randn(*shape, generator=torch.Generator().manual_seed(1))
     np.save(os.path.join(tmp, "x.npy"), x.numpy())
     out = os.path.join(tmp, "out.safetensors")
     subprocess.run([cbrick, "--quiet", "run", config, "--input", os.path.join(tmp, "x.npy"),
-                    "--save-weights", weights, "--output", out], check=True, capture_output=True)
+                    "--weights", weights, "--output", out], check=True, capture_output=True)
     model = torch_model(cfg, weights)
     with torch.no_grad():
         want = model(x)
@@ -116,6 +134,8 @@ def main():
     p.add_argument("--threads", type=int, nargs="+", default=[1])
     p.add_argument("--iters", type=int, default=20)
     p.add_argument("--warmup", type=int, default=3)
+    p.add_argument("--warmup-s", type=float, default=1.0,
+                   help="least warm-up time of each runner, seconds")
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--no-frozen", action="store_true", help="skip frozen TorchScript")
@@ -149,18 +169,28 @@ def main():
     return 0
 
 
+def cbrick_warmup(args, cbrick, weights, threads):
+    """Warm-up iterations that last at least --warmup-s, from a short probe run."""
+    probe = run_json([cbrick, "--quiet", "bench", args.config, "--weights", weights, "--shape",
+                      args.shape, "--threads", str(threads), "--iters", "3", "--warmup", "1",
+                      "--json"])
+    return max(args.warmup, math.ceil(args.warmup_s * 1e3 / max(probe["min_ms"], 1e-3)))
+
+
 def compare(args, cbrick, cfg, weights, threads):
+    warmup = cbrick_warmup(args, cbrick, weights, threads)
     runners = {
         "cbrick": [cbrick, "--quiet", "bench", args.config, "--weights", weights, "--shape",
                    args.shape, "--threads", str(threads), "--iters", str(args.iters), "--warmup",
-                   str(args.warmup), "--json"],
+                   str(warmup), "--json"],
         "eager": [sys.executable, os.path.abspath(__file__), args.config, "--worker", "eager"],
     }
     if not args.no_frozen:
         runners["frozen"] = [sys.executable, os.path.abspath(__file__), args.config, "--worker",
                              "frozen"]
     common = ["--weights", weights, "--cfg-json", json.dumps(cfg), "--shape", args.shape,
-              "--threads", str(threads), "--iters", str(args.iters), "--warmup", str(args.warmup)]
+              "--threads", str(threads), "--iters", str(args.iters), "--warmup", str(args.warmup),
+              "--warmup-s", str(args.warmup_s)]
     results = {name: [] for name in runners}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     for _ in range(args.rounds):
