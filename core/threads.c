@@ -35,13 +35,19 @@ static pool the_pool = {
     .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .next_task = POOL_CLOSED};
 static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER;
 
+/* While this thread runs a task, its thread index (else -1): a parallel_for inside a task
+ * runs serially on it. */
+static _Thread_local int task_thread = -1;
+
 static void run_tasks(pool *p, int thread) {
+  task_thread = thread;
   for (;;) {
     int t = atomic_fetch_add(&p->next_task, 1);
     if (t >= p->n_tasks) break;
     p->fn(p->ctx, t, thread);
     atomic_fetch_sub(&p->pending, 1);
   }
+  task_thread = -1;
 }
 
 static void pool_wait(int spins) {
@@ -112,6 +118,11 @@ int cb_threads_active(void) {
 void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   pool *p = &the_pool;
   if (n_tasks <= 0) return;
+  if (task_thread >= 0) {
+    for (int t = 0; t < n_tasks; t++)
+      fn(ctx, t, task_thread);
+    return;
+  }
   pthread_mutex_lock(&loop_lock);
   if (p->active <= 1 || n_tasks == 1) {
     pthread_mutex_unlock(&loop_lock);

@@ -7,7 +7,8 @@
 Builds the model with tools/fixtures/resnet.py's PyTorch reference, draws conditioned random
 weights (every residual branch and BatchNorm moves the outputs; mmseg's default init zeroes
 each block's last BatchNorm, which would hide the convolutions before it), saves them as
-safetensors and checks that cbrick's outputs on them agree with PyTorch's. Then times,
+safetensors and checks that cbrick's outputs on them agree with PyTorch's in float64 (within
+1e-4 relative L2, or 3x PyTorch's own float32 error where that is larger). Then times,
 alternating round by round with the same thread count: cbrick bench (--json), PyTorch eager
 and frozen TorchScript (torch.jit.freeze + optimize_for_inference), each in its own process so
 that peak RSS is measured per runner, each warmed up for at least --warmup-s seconds first (a
@@ -121,10 +122,18 @@ def check_agreement(cbrick, config, cfg, shape, tmp):
                     "--weights", weights, "--output", out], check=True, capture_output=True)
     model = torch_model(cfg, weights)
     with torch.no_grad():
-        want = model(x)
+        torch_f32 = model(x)
+        exact = model.double()(x.double())
     got = st.load(out)
-    errors = [rel_l2(got[f"feat.{i}"], w) for i, w in enumerate(want)]
-    return weights, errors
+    errors = [rel_l2(got[f"feat.{i}"].double(), w) for i, w in enumerate(exact)]
+    torch_errors = [rel_l2(t.double(), w) for t, w in zip(torch_f32, exact)]
+    return weights, errors, torch_errors
+
+
+def agrees(errors, torch_errors):
+    """Within 1e-4 of float64, or (where the weights make float32 itself that far off, as
+    large random DCN offsets do) within 3x of PyTorch's own float32 error."""
+    return all(e <= max(1e-4, 3 * t) for e, t in zip(errors, torch_errors))
 
 
 def main():
@@ -151,10 +160,11 @@ def main():
     cfg = backbone_cfg(cbrick, args.config)
     shape = parse_shape(args.shape)
     with tempfile.TemporaryDirectory(prefix="cbrick-bench.") as tmp:
-        weights, errors = check_agreement(cbrick, args.config, cfg, shape, tmp)
-        print(f"# {args.config} {args.shape}: cbrick plan vs PyTorch relative L2 per output: "
-              + ", ".join(f"{e:.2e}" for e in errors))
-        if max(errors) > 1e-4:
+        weights, errors, torch_errors = check_agreement(cbrick, args.config, cfg, shape, tmp)
+        print(f"# {args.config} {args.shape}: relative L2 to PyTorch float64 per output: cbrick "
+              + ", ".join(f"{e:.2e}" for e in errors) + "; PyTorch float32 "
+              + ", ".join(f"{e:.2e}" for e in torch_errors))
+        if not agrees(errors, torch_errors):
             print("# outputs DISAGREE", file=sys.stderr)
             return 1
         rows = []
