@@ -115,7 +115,7 @@ int cb_threads_active(void) {
   return the_pool.active < 1 ? 1 : the_pool.active;
 }
 
-void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
+CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   pool *p = &the_pool;
   if (n_tasks <= 0) return;
   if (task_thread >= 0) {

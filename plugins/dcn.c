@@ -83,49 +83,75 @@ static int read_dcn_args(cb_args *a, dcn_impl *d, cb_error *err) {
   return 0;
 }
 
-/* Bilinear sample of one plane at (h, w); zero outside (-1, H) x (-1, W) and for
- * out-of-image corners, as mmcv's deformable_im2col_bilinear. */
-static float sample_bilinear(const float *plane, int height, int width, float h, float w) {
-  if (h <= -1 || h >= height || w <= -1 || w >= width) return 0;
-  int h_low = (int)floorf(h), w_low = (int)floorf(w);
-  int h_high = h_low + 1, w_high = w_low + 1;
-  float lh = h - h_low, lw = w - w_low;
-  float hh = 1 - lh, hw = 1 - lw;
-  float v1 = h_low >= 0 && w_low >= 0 ? plane[h_low * width + w_low] : 0;
-  float v2 = h_low >= 0 && w_high <= width - 1 ? plane[h_low * width + w_high] : 0;
-  float v3 = h_high <= height - 1 && w_low >= 0 ? plane[h_high * width + w_low] : 0;
-  float v4 = h_high <= height - 1 && w_high <= width - 1 ? plane[h_high * width + w_high] : 0;
-  return hh * hw * v1 + hh * lw * v2 + lh * hw * v3 + lh * lw * v4;
-}
-
 typedef struct dcn_geometry {
   int channels, height, width, out_h, out_w;
 } dcn_geometry;
 
-/* Columns [C * K, out_h * out_w] of one image: channel c, kernel tap k sampled at
- * its offset; offset channel (g*K + k)*2 + {0: dy, 1: dx}, mask channel g*K + k. */
-static void deformable_im2col(const dcn_impl *d, const dcn_geometry *g, const float *x,
-                              const float *offset, const float *mask, float *cols) {
-  const int kk = d->kernel.h * d->kernel.w, plane = g->out_h * g->out_w;
-  const int per_group = g->channels / d->deform_groups;
-  for (int c = 0; c < g->channels; c++) {
-    const int dg = c / per_group;
-    const float *src = x + (size_t)c * g->height * g->width;
-    for (int k = 0; k < kk; k++) {
-      const int i = k / d->kernel.w, j = k % d->kernel.w;
-      const float *off_y = offset + (size_t)((dg * kk + k) * 2) * plane;
-      const float *off_x = off_y + plane;
-      const float *m = mask ? mask + (size_t)(dg * kk + k) * plane : NULL;
-      float *dst = cols + ((size_t)c * kk + k) * plane;
-      for (int oh = 0; oh < g->out_h; oh++)
-        for (int ow = 0; ow < g->out_w; ow++) {
-          const int p = oh * g->out_w + ow;
-          const float h = (float)(oh * d->stride.h - d->padding.h + i * d->dilation.h) + off_y[p];
-          const float w = (float)(ow * d->stride.w - d->padding.w + j * d->dilation.w) + off_x[p];
-          const float v = sample_bilinear(src, g->height, g->width, h, w);
-          dst[p] = m ? v * m[p] : v;
-        }
+/* Where one kernel tap at one output position samples: four corners (plane indices) with
+ * their bilinear weights, zero for corners outside the image and for samples outside
+ * (-1, H) x (-1, W), as mmcv's deformable_im2col_bilinear. The same for every channel of a
+ * deform group. */
+typedef struct dcn_sample {
+  int32_t at[4];
+  float w[4];
+} dcn_sample;
+
+static dcn_sample sample_at(const dcn_geometry *g, float h, float w) {
+  dcn_sample s = {{0, 0, 0, 0}, {0, 0, 0, 0}};
+  if (h <= -1 || h >= g->height || w <= -1 || w >= g->width) return s;
+  int h_low = (int)floorf(h), w_low = (int)floorf(w);
+  float lh = h - h_low, lw = w - w_low, hh = 1 - lh, hw = 1 - lw;
+  const int rows[4] = {h_low, h_low, h_low + 1, h_low + 1};
+  const int cols[4] = {w_low, w_low + 1, w_low, w_low + 1};
+  const float weights[4] = {hh * hw, hh * lw, lh * hw, lh * lw};
+  for (int i = 0; i < 4; i++)
+    if (rows[i] >= 0 && rows[i] < g->height && cols[i] >= 0 && cols[i] < g->width) {
+      s.at[i] = rows[i] * g->width + cols[i];
+      s.w[i] = weights[i];
     }
+  return s;
+}
+
+/* The samples [k][p] of deform group dg. */
+static void sample_table(const dcn_impl *d, const dcn_geometry *g, const float *offset, int dg,
+                         dcn_sample *table) {
+  const int kk = d->kernel.h * d->kernel.w, plane = g->out_h * g->out_w;
+  for (int k = 0; k < kk; k++) {
+    const int i = k / d->kernel.w, j = k % d->kernel.w;
+    const float *off_y = offset + (size_t)((dg * kk + k) * 2) * plane, *off_x = off_y + plane;
+    for (int oh = 0; oh < g->out_h; oh++)
+      for (int ow = 0; ow < g->out_w; ow++) {
+        const int p = oh * g->out_w + ow;
+        const float h = (float)(oh * d->stride.h - d->padding.h + i * d->dilation.h) + off_y[p];
+        const float w = (float)(ow * d->stride.w - d->padding.w + j * d->dilation.w) + off_x[p];
+        table[(size_t)k * plane + p] = sample_at(g, h, w);
+      }
+  }
+}
+
+/* Columns [C * K, out_h * out_w] of one image: channel c, kernel tap k sampled at its
+ * offset (offset channel (g*K + k)*2 + {0: dy, 1: dx}), times mask channel g*K + k. */
+typedef struct im2col_job {
+  const dcn_impl *d;
+  const dcn_geometry *g;
+  const float *x, *mask;
+  const dcn_sample *tables; /* per deform group */
+  float *cols;
+} im2col_job;
+
+static void im2col_channel(void *ctx, int c, int thread) {
+  (void)thread;
+  const im2col_job *j = ctx;
+  const int kk = j->d->kernel.h * j->d->kernel.w, plane = j->g->out_h * j->g->out_w;
+  const int dg = c / (j->g->channels / j->d->deform_groups);
+  const float *src = j->x + (size_t)c * j->g->height * j->g->width;
+  const dcn_sample *t = j->tables + (size_t)dg * kk * plane;
+  float *dst = j->cols + (size_t)c * kk * plane;
+  for (int q = 0; q < kk * plane; q++) {
+    const dcn_sample *s = &t[q];
+    float v = s->w[0] * src[s->at[0]] + s->w[1] * src[s->at[1]] + s->w[2] * src[s->at[2]] +
+              s->w[3] * src[s->at[3]];
+    dst[q] = j->mask ? v * j->mask[(size_t)dg * kk * plane + q] : v;
   }
 }
 
@@ -150,7 +176,16 @@ static int dcn_image(cb_module *m, const dcn_geometry *g, const float *x, const 
   float *mask = NULL;
   if (d->modulated && !(mask = dcn_mask(offset, d->deform_groups * kk, plane)))
     return cb_fail(err, "DCNv2: out of memory");
-  deformable_im2col(d, g, x, offset, mask, cols);
+  dcn_sample *tables = malloc(sizeof(dcn_sample) * (size_t)d->deform_groups * kk * plane);
+  if (!tables) {
+    free(mask);
+    return cb_fail(err, "DCN: out of memory for the sampling table");
+  }
+  for (int dg = 0; dg < d->deform_groups; dg++)
+    sample_table(d, g, offset, dg, tables + (size_t)dg * kk * plane);
+  im2col_job job = {.d = d, .g = g, .x = x, .mask = mask, .tables = tables, .cols = cols};
+  cb_parallel_for(g->channels, im2col_channel, &job);
+  free(tables);
   free(mask);
   const float *weight = cb_f32(cb_module_param(m, "weight")->tensor);
   const int cg = g->channels / d->groups, og = d->out_channels / d->groups, depth = cg * kk;

@@ -10,7 +10,8 @@
 #include "cbrick/kernels.h"
 
 #define MIN_FLOPS (1 << 21)    /* smaller products stay with OpenBLAS */
-#define SLICE_FLOATS (1 << 16) /* packed rows or columns of one task: 256 KiB */
+#define SLICE_FLOATS (1 << 16) /* packed rows or columns of one task per depth pass: 256 KiB */
+#define KC 512                 /* depth per pass: a block's slice stays in L1 across panels */
 
 typedef struct gemm_job {
   bool trans_a, trans_b;
@@ -72,24 +73,25 @@ static void tile_task(void *ctx, int task, int thread) {
   const gemm_job *j = ctx;
   int m0 = task / j->n_tasks * j->mc, n0 = task % j->n_tasks * j->nc;
   int m1 = m0 + j->mc < j->m ? m0 + j->mc : j->m, n1 = n0 + j->nc < j->n ? n0 + j->nc : j->n;
-  for (int i = m0; i < m1; i += GEMM_MR)
-    for (int c = n0; c < n1; c += GEMM_NR) {
-      gemm_tile t = {.kc = j->k,
-                     .a = j->pa + (size_t)(i / GEMM_MR) * j->k * GEMM_MR,
-                     .b = j->pb + (size_t)(c / GEMM_NR) * j->k * GEMM_NR,
-                     .c = j->c + (size_t)i * j->ldc + c,
-                     .ldc = j->ldc,
-                     .mr = m1 - i < GEMM_MR ? m1 - i : GEMM_MR,
-                     .nr = n1 - c < GEMM_NR ? n1 - c : GEMM_NR,
-                     .load_c = j->load_c};
-      plan_gemm_tile(&t);
-    }
+  for (int k0 = 0; k0 < j->k; k0 += KC)
+    for (int i = m0; i < m1; i += GEMM_MR)
+      for (int c = n0; c < n1; c += GEMM_NR) {
+        gemm_tile t = {.kc = j->k - k0 < KC ? j->k - k0 : KC,
+                       .a = j->pa + ((size_t)(i / GEMM_MR) * j->k + k0) * GEMM_MR,
+                       .b = j->pb + ((size_t)(c / GEMM_NR) * j->k + k0) * GEMM_NR,
+                       .c = j->c + (size_t)i * j->ldc + c,
+                       .ldc = j->ldc,
+                       .mr = m1 - i < GEMM_MR ? m1 - i : GEMM_MR,
+                       .nr = n1 - c < GEMM_NR ? n1 - c : GEMM_NR,
+                       .load_c = j->load_c || k0 > 0};
+        plan_gemm_tile(&t);
+      }
 }
 
 /* Tiles of whole blocks and panels, each slice of packed A and B at most SLICE_FLOATS, and
  * at least two tasks per thread where the product allows. */
 static void choose_tiles(gemm_job *j) {
-  int per = SLICE_FLOATS / j->k;
+  int per = SLICE_FLOATS / (j->k < KC ? j->k : KC);
   int bm = per / GEMM_MR < 1 ? 1 : per / GEMM_MR, bn = per / GEMM_NR < 1 ? 1 : per / GEMM_NR;
   bm = bm > j->blocks ? j->blocks : bm;
   bn = bn > j->panels ? j->panels : bn;
