@@ -23,6 +23,10 @@ static int positions(int tile) {
   return (tile + 2) * (tile + 2);
 }
 
+static const wg_variant *variant_of(const plan_conv *c) {
+  return c->winograd == 4 ? &wg4_variant : &wg2_variant;
+}
+
 bool plan_winograd_fits(const plan_node *n) {
   const plan_conv *c = &n->conv;
   return c->kh == 3 && c->kw == 3 && c->p.stride_h == 1 && c->p.stride_w == 1 &&
@@ -64,11 +68,7 @@ static int pack(plan_conv *c, cb_error *err) {
   float u[WG_MAX_POS];
   for (int64_t o = 0; o < c->o; o++)
     for (int64_t ch = 0; ch < c->cg; ch++) {
-      const float *g = c->weight + (o * c->cg + ch) * 9;
-      if (c->winograd == 4)
-        wg4_weight_transform(g, u);
-      else
-        wg2_weight_transform(g, u);
+      variant_of(c)->weight_transform(c->weight + (o * c->cg + ch) * 9, u);
       for (int p = 0; p < pos; p++)
         packed[(((o / SMALL_NO) * pos + p) * c->cg + ch) * SMALL_NO + o % SMALL_NO] = u[p];
     }
@@ -123,15 +123,43 @@ size_t plan_winograd_scratch(const plan_node *n) {
 static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
                             const wg_layout *l, float *v) {
   const plan_conv *c = &j->node->conv;
+  const wg_variant *w = variant_of(c);
   int pos = positions(c->winograd);
-  if (c->winograd == 4)
-    wg4_input_transform(j, x, t0, t1, l, v);
-  else
-    wg2_input_transform(j, x, t0, t1, l, v);
+  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
+    w->input_gather(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
+  for (int64_t t = t0; t < t1 && j->dil == 1;) {
+    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+    n = n > 16 ? 16 : n;
+    n = n > t1 - t ? t1 - t : n;
+    w->input_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
+    t += n;
+  }
   for (int p = 0; p < pos && t1 - t0 < l->ldv; p++)
     for (int64_t ch = 0; ch < c->cg; ch++)
       memset(v + p * l->ldp + ch * l->ldv + (t1 - t0), 0,
              (size_t)(l->ldv - (t1 - t0)) * sizeof(float));
+}
+
+/* Y for channels [m0, m0 + rows) and tiles [t0, t1) with the epilogue, 16 channels at a
+ * time; tile t's channels at m + (t - t0) * SMALL_NO. y and res point at the image. */
+static void output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0,
+                             int rows, int64_t t0, int64_t t1, float *y, const float *res) {
+  const wg_variant *w = variant_of(&j->node->conv);
+  for (int v = 0; v * 16 < rows; v++) {
+    int n_rows = rows - v * 16 < 16 ? rows - v * 16 : 16;
+    if (j->dil > 1) {
+      w->output_scatter(j, m + v * 16, l->ldm, m0 + v * 16, n_rows, t0, t1, y, res);
+      continue;
+    }
+    for (int64_t t = t0; t < t1;) {
+      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+      n = n > 16 ? 16 : n;
+      n = n > t1 - t ? t1 - t : n;
+      w->output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16, n_rows,
+                        t / j->tiles_w, tx, (int)n, y, res);
+      t += n;
+    }
+  }
 }
 
 static void wg_task(void *ctx, int task, int thread) {
@@ -162,12 +190,8 @@ static void wg_task(void *ctx, int task, int thread) {
           plan_gemm_small(&st);
         }
       }
-    int rows = (int)(m1 - b < SMALL_NO ? m1 - b : SMALL_NO);
-    const float *res = j->res ? j->res + off : NULL;
-    if (c->winograd == 4)
-      wg4_output_transform(j, m, &l, b, rows, t0, t1, j->y + off, res);
-    else
-      wg2_output_transform(j, m, &l, b, rows, t0, t1, j->y + off, res);
+    output_transform(j, m, &l, b, (int)(m1 - b < SMALL_NO ? m1 - b : SMALL_NO), t0, t1, j->y + off,
+                     j->res ? j->res + off : NULL);
   }
 }
 

@@ -5,6 +5,7 @@
  * transformed weights U = G g G^T and transformed inputs V = B^T d B, then Y = A^T M A.
  * F(2x2) (16 positions) and F(4x4) (36 positions) share one driver (plan_winograd.c); each
  * brings its transforms (plan_winograd2.c, plan_winograd4.c). */
+#include <immintrin.h>
 #include <stdint.h>
 
 #include "plan_internal.h"
@@ -40,21 +41,71 @@ typedef struct wg_layout {
   int64_t ldv, ldp, ldm;
 } wg_layout;
 
-/* U for one 3x3 kernel g: 16 (F2) or 36 (F4) floats. */
-void wg2_weight_transform(const float *g, float *u);
-void wg4_weight_transform(const float *g, float *u);
+/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
+static inline __mmask16 wg_inside(int64_t x0, int64_t w) {
+  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
+  if (hi <= lo) return 0;
+  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+}
 
-/* V[p][ch][t - t0] for tiles [t0, t1); columns past t1 are left as they are. */
-void wg2_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
-                         const wg_layout *l, float *v);
-void wg4_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
-                         const wg_layout *l, float *v);
+/* The dilated case, for tiles [t0, t1) (at most 16) of size tile: the first input of each
+ * tile's patch (its offset in the channel plane, off[i]) and, per patch row or column a <
+ * span, the tiles whose row or column a lies inside the map (row[a], col[a]). */
+static inline void wg_gather_setup(const wg_job *j, int64_t t0, int64_t t1, int tile, int span,
+                                   int32_t *off, __mmask16 *row, __mmask16 *col) {
+  const plan_conv *c = &j->node->conv;
+  int64_t d = j->dil;
+  for (int a = 0; a < span; a++)
+    row[a] = col[a] = 0;
+  for (int i = 0; i < 16; i++)
+    off[i] = 0;
+  for (int i = 0; i < t1 - t0; i++) {
+    tile_at at = wg_locate(j, t0 + i);
+    int64_t y0 = d * tile * at.ty + at.ry - c->p.pad_h, x0 = d * tile * at.tx + at.rx - c->p.pad_w;
+    off[i] = (int32_t)(y0 * j->w + x0);
+    for (int a = 0; a < span; a++) {
+      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
+      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
+    }
+  }
+}
 
-/* Y for channels [m0, m0 + rows) and tiles [t0, t1) with the epilogue, from M (tile t at
- * m + (t - t0) * SMALL_NO). y and res point at the image. */
-void wg2_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
-                          int64_t t0, int64_t t1, float *y, const float *res);
-void wg4_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
-                          int64_t t0, int64_t t1, float *y, const float *res);
+/* One Winograd variant's transforms, on 16 tiles per vector. */
+typedef struct wg_variant {
+  int tile; /* outputs per tile side; (tile + 2)^2 positions */
+  /* U for one 3x3 kernel g */
+  void (*weight_transform)(const float *g, float *u);
+  /* V of n <= 16 tiles of one tile row from tile (ty, tx) (undilated), or of tiles [t0, t1)
+   * (at most 16, dilated) */
+  void (*input_segment)(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n, float *v,
+                        const wg_layout *l);
+  void (*input_gather)(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
+                       const wg_layout *l);
+  /* Y with the epilogue for rows <= 16 channels from ch: n <= 16 tiles of one tile row, or
+   * tiles [t0, t1) (dilated); m points at the first tile's channels, positions ldm apart */
+  void (*output_segment)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                         int64_t ty, int64_t tx, int n, float *y, const float *res);
+  void (*output_scatter)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                         int64_t t0, int64_t t1, float *y, const float *res);
+} wg_variant;
+
+extern const wg_variant wg2_variant, wg4_variant;
+
+/* The dilated outputs: v (16 channels from ch, rows of them valid) plus bias, residual and
+ * ReLU, at output (oy, ox) of each channel plane. */
+__attribute__((target("avx512f"))) static inline void
+wg_scatter_output(const wg_job *j, __m512 v, __m512 bias, __mmask16 mask, int64_t ch, int64_t oy,
+                  int64_t ox, float *y, const float *res) {
+  int64_t plane = j->oh * j->ow, where = ch * plane + oy * j->ow + ox;
+  __m512i lanes =
+      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
+                         _mm512_set1_epi32((int)plane));
+  v = _mm512_add_ps(v, bias);
+  if (res)
+    v = _mm512_add_ps(v,
+                      _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
+  if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+  _mm512_mask_i32scatter_ps(y + where, mask, lanes, v, 4);
+}
 
 #endif

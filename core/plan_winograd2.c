@@ -12,7 +12,7 @@
 #define TARGET __attribute__((target("avx512f,fma")))
 
 /* U = G g G^T for one 3x3 kernel, G = [[1,0,0],[.5,.5,.5],[.5,-.5,.5],[0,0,1]]. */
-void wg2_weight_transform(const float *g, float *u) {
+static void weight_transform(const float *g, float *u) {
   float t[4][3];
   for (int j = 0; j < 3; j++) {
     t[0][j] = g[j];
@@ -28,11 +28,26 @@ void wg2_weight_transform(const float *g, float *u) {
   }
 }
 
-/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
-static __mmask16 inside(int64_t x0, int64_t w) {
-  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
-  if (hi <= lo) return 0;
-  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
+/* V = B^T d B of 16 patches (B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]), the 16
+ * positions pos_stride apart, the first n tiles of each vector stored. */
+TARGET static inline void store_patch(__m512 d[4][4], float *v, int64_t pos_stride,
+                                      __mmask16 store) {
+  __m512 r[4][4];
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; b++) {
+    r[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
+    r[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
+    r[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
+    r[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
+  }
+#pragma GCC unroll 16
+  for (int a = 0; a < 4; a++) {
+    float *o = v + a * 4 * pos_stride;
+    _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
+    _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
+    _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
+    _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
+  }
 }
 
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
@@ -42,8 +57,8 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp;
   int64_t y0 = 2 * ty - c->p.pad_h, x0 = 2 * tx - c->p.pad_w;
-  __mmask16 m[4] = {inside(x0, j->w), inside(x0 + 16, j->w), inside(x0 + 2, j->w),
-                    inside(x0 + 18, j->w)};
+  __mmask16 m[4] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w), wg_inside(x0 + 2, j->w),
+                    wg_inside(x0 + 18, j->w)};
   bool row_in[4];
 #pragma GCC unroll 16
   for (int a = 0; a < 4; a++)
@@ -52,7 +67,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __mmask16 store = (__mmask16)((1u << n) - 1);
   for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
-    __m512 d[4][4], r[4][4];
+    __m512 d[4][4];
 #pragma GCC unroll 16
     for (int a = 0; a < 4; a++) {
       if (!row_in[a]) {
@@ -67,21 +82,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
       d[a][2] = _mm512_permutex2var_ps(l2, even, h2);
       d[a][3] = _mm512_permutex2var_ps(l2, odd, h2);
     }
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
-      r[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
-      r[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
-      r[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
-    }
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++) {
-      float *o = v + a * 4 * pos_stride;
-      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
-      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
-      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
-      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
-    }
+    store_patch(d, v, pos_stride, store);
   }
 }
 
@@ -91,23 +92,14 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
                                 const wg_layout *l) {
   const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
-  int32_t off[16] = {0};
-  __mmask16 row[4] = {0}, col[4] = {0};
-  for (int i = 0; i < t1 - t0; i++) {
-    tile_at at = wg_locate(j, t0 + i);
-    int64_t y0 = d * 2 * at.ty + at.ry - c->p.pad_h, x0 = d * 2 * at.tx + at.rx - c->p.pad_w;
-    off[i] = (int32_t)(y0 * j->w + x0);
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++) {
-      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
-      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
-    }
-  }
+  int32_t off[16];
+  __mmask16 row[4], col[4];
+  wg_gather_setup(j, t0, t1, 2, 4, off, row, col);
   __m512i base = _mm512_loadu_si512(off);
   __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
   for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
     const float *src = x + ch * plane;
-    __m512 dd[4][4], r[4][4];
+    __m512 dd[4][4];
 #pragma GCC unroll 16
     for (int a = 0; a < 4; a++)
 #pragma GCC unroll 16
@@ -115,34 +107,7 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
         dd[a][b] = _mm512_mask_i32gather_ps(
             _mm512_setzero_ps(), row[a] & col[b],
             _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b)))), src, 4);
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_sub_ps(dd[0][b], dd[2][b]);
-      r[1][b] = _mm512_add_ps(dd[1][b], dd[2][b]);
-      r[2][b] = _mm512_sub_ps(dd[2][b], dd[1][b]);
-      r[3][b] = _mm512_sub_ps(dd[1][b], dd[3][b]);
-    }
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++) {
-      float *o = v + a * 4 * pos_stride;
-      _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
-      _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
-      _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
-      _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
-    }
-  }
-}
-
-void wg2_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
-                         const wg_layout *l, float *v) {
-  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
-    gather_tiles(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
-  for (int64_t t = t0; t < t1 && j->dil == 1;) {
-    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-    n = n > 16 ? 16 : n;
-    n = n > t1 - t ? t1 - t : n;
-    transform_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
-    t += n;
+    store_patch(dd, v, pos_stride, store);
   }
 }
 
@@ -206,10 +171,7 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
 /* The dilated case: the 2x2 outputs of each tile, dil apart, scattered over 16 channels. */
 TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                                  int64_t t0, int64_t t1, float *y, const float *res) {
-  int64_t plane = j->oh * j->ow, d = j->dil;
-  __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32((int)plane));
+  int64_t d = j->dil;
   __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
   __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
   for (int64_t t = t0; t < t1; t++) {
@@ -232,29 +194,14 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
       for (int b = 0; b < 2; b++) {
         int64_t oy = d * (2 * at.ty + a) + at.ry, ox = d * (2 * at.tx + b) + at.rx;
         if (oy >= j->oh || ox >= j->ow) continue;
-        int64_t where = ch * plane + oy * j->ow + ox;
-        __m512 v = _mm512_add_ps(out[a][b], bias);
-        if (res)
-          v = _mm512_add_ps(
-              v, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
-        if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-        _mm512_mask_i32scatter_ps(y + where, mask, lanes, v, 4);
+        wg_scatter_output(j, out[a][b], bias, mask, ch, oy, ox, y, res);
       }
   }
 }
 
-void wg2_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
-                          int64_t t0, int64_t t1, float *y, const float *res) {
-  for (int v = 0; v * 16 < rows && j->dil > 1; v++)
-    scatter_tiles(j, m + v * 16, l->ldm, m0 + v * 16, rows - v * 16 < 16 ? rows - v * 16 : 16, t0,
-                  t1, y, res);
-  for (int v = 0; v * 16 < rows && j->dil == 1; v++)
-    for (int64_t t = t0; t < t1;) {
-      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-      n = n > 16 ? 16 : n;
-      n = n > t1 - t ? t1 - t : n;
-      output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16,
-                     rows - v * 16 < 16 ? rows - v * 16 : 16, t / j->tiles_w, tx, (int)n, y, res);
-      t += n;
-    }
-}
+const wg_variant wg2_variant = {.tile = 2,
+                                .weight_transform = weight_transform,
+                                .input_segment = transform_segment,
+                                .input_gather = gather_tiles,
+                                .output_segment = output_segment,
+                                .output_scatter = scatter_tiles};

@@ -22,7 +22,7 @@ static void g_times(const double *in, int stride, double *out) {
   out[5] = c;
 }
 
-void wg4_weight_transform(const float *g, float *u) {
+static void weight_transform(const float *g, float *u) {
   double in[9], t[6][3], col[3], row[6];
   for (int i = 0; i < 9; i++)
     in[i] = g[i];
@@ -69,18 +69,9 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
                                 const wg_layout *l) {
   const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
-  int32_t off[16] = {0};
-  __mmask16 row[6] = {0}, col[6] = {0};
-  for (int i = 0; i < t1 - t0; i++) {
-    tile_at at = wg_locate(j, t0 + i);
-    int64_t y0 = d * 4 * at.ty + at.ry - c->p.pad_h, x0 = d * 4 * at.tx + at.rx - c->p.pad_w;
-    off[i] = (int32_t)(y0 * j->w + x0);
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++) {
-      row[a] |= (__mmask16)((y0 + d * a >= 0 && y0 + d * a < j->h) << i);
-      col[a] |= (__mmask16)((x0 + d * a >= 0 && x0 + d * a < j->w) << i);
-    }
-  }
+  int32_t off[16];
+  __mmask16 row[6], col[6];
+  wg_gather_setup(j, t0, t1, 4, 6, off, row, col);
   __m512i base = _mm512_loadu_si512(off), at[6][6];
 #pragma GCC unroll 16
   for (int a = 0; a < 6; a++)
@@ -113,13 +104,6 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
-/* Lanes e of a 16-float load at column x0 + e that fall inside [0, w). */
-static __mmask16 inside(int64_t x0, int64_t w) {
-  int64_t lo = -x0 < 0 ? 0 : -x0, hi = w - x0 > 16 ? 16 : w - x0;
-  if (hi <= lo) return 0;
-  return (__mmask16)(((1u << hi) - 1) & ~((1u << lo) - 1));
-}
-
 /* Columns 4i + b (i < 16) of the 64 floats in l[0..3]. */
 TARGET static inline __m512 every_fourth(const __m512 *l, __m512i idx) {
   return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(l[0], idx, l[1]),
@@ -137,7 +121,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   __mmask16 m[8];
 #pragma GCC unroll 16
   for (int q = 0; q < 8; q++)
-    m[q] = inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
+    m[q] = wg_inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
   bool row_in[6];
 #pragma GCC unroll 16
   for (int a = 0; a < 6; a++)
@@ -183,65 +167,8 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
-void wg4_input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
-                         const wg_layout *l, float *v) {
-  for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
-    gather_tiles(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
-  for (int64_t t = t0; t < t1 && j->dil == 1;) {
-    int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-    n = n > 16 ? 16 : n;
-    n = n > t1 - t ? t1 - t : n;
-    transform_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
-    t += n;
-  }
-}
-
-/* The 4x4 outputs of each tile, dil apart, scattered over up to 16 channels. */
-TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
-                                 int64_t t0, int64_t t1, float *y, const float *res) {
-  int64_t plane = j->oh * j->ow, d = j->dil;
-  __m512i lanes =
-      _mm512_mullo_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15),
-                         _mm512_set1_epi32((int)plane));
-  __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
-  __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
-  for (int64_t t = t0; t < t1; t++) {
-    const float *src = m + (t - t0) * SMALL_NO;
-    __m512 q[4][6], out[4][4];
-#pragma GCC unroll 16
-    for (int b = 0; b < 6; b++) {
-      __m512 s[6], o[4];
-#pragma GCC unroll 16
-      for (int a = 0; a < 6; a++)
-        s[a] = _mm512_loadu_ps(src + (a * 6 + b) * ldm);
-      at6(s, o);
-#pragma GCC unroll 16
-      for (int a = 0; a < 4; a++)
-        q[a][b] = o[a];
-    }
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++)
-      at6(q[a], out[a]);
-    tile_at at = wg_locate(j, t);
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++)
-#pragma GCC unroll 16
-      for (int b = 0; b < 4; b++) {
-        int64_t oy = d * (4 * at.ty + a) + at.ry, ox = d * (4 * at.tx + b) + at.rx;
-        if (oy >= j->oh || ox >= j->ow) continue;
-        int64_t where = ch * plane + oy * j->ow + ox;
-        __m512 val = _mm512_add_ps(out[a][b], bias);
-        if (res)
-          val = _mm512_add_ps(
-              val, _mm512_mask_i32gather_ps(_mm512_setzero_ps(), mask, lanes, res + where, 4));
-        if (j->node->relu) val = _mm512_max_ps(val, _mm512_setzero_ps());
-        _mm512_mask_i32scatter_ps(y + where, mask, lanes, val, 4);
-      }
-  }
-}
-
-/* The 4x4 outputs A^T M A of tile i, 16 channels per vector, into out[a * 4 + b][i]. */
-TARGET static void tile_outputs(const float *m, int64_t ldm, float (*out)[16][16]) {
+/* A^T M A of one tile: its 36 positions ldm floats apart, 16 channels per vector. */
+TARGET static inline void tile_transform(const float *m, int64_t ldm, __m512 out[4][4]) {
   __m512 q[4][6];
 #pragma GCC unroll 16
   for (int b = 0; b < 6; b++) {
@@ -255,13 +182,40 @@ TARGET static void tile_outputs(const float *m, int64_t ldm, float (*out)[16][16
       q[a][b] = o[a];
   }
 #pragma GCC unroll 16
-  for (int a = 0; a < 4; a++) {
-    __m512 o[4];
-    at6(q[a], o);
+  for (int a = 0; a < 4; a++)
+    at6(q[a], out[a]);
+}
+
+/* The 4x4 outputs of each tile, dil apart, scattered over up to 16 channels. */
+TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                 int64_t t0, int64_t t1, float *y, const float *res) {
+  int64_t d = j->dil;
+  __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
+  __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
+  for (int64_t t = t0; t < t1; t++) {
+    __m512 out[4][4];
+    tile_transform(m + (t - t0) * SMALL_NO, ldm, out);
+    tile_at at = wg_locate(j, t);
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++)
+#pragma GCC unroll 16
+      for (int b = 0; b < 4; b++) {
+        int64_t oy = d * (4 * at.ty + a) + at.ry, ox = d * (4 * at.tx + b) + at.rx;
+        if (oy >= j->oh || ox >= j->ow) continue;
+        wg_scatter_output(j, out[a][b], bias, mask, ch, oy, ox, y, res);
+      }
+  }
+}
+
+/* The 4x4 outputs A^T M A of tile i, 16 channels per vector, into out[a * 4 + b][i]. */
+TARGET static void tile_outputs(const float *m, int64_t ldm, float (*out)[16][16]) {
+  __m512 o[4][4];
+  tile_transform(m, ldm, o);
+#pragma GCC unroll 16
+  for (int a = 0; a < 4; a++)
 #pragma GCC unroll 16
     for (int b = 0; b < 4; b++)
-      _mm512_store_ps(out[a * 4 + b][0], o[b]);
-  }
+      _mm512_store_ps(out[a * 4 + b][0], o[a][b]);
 }
 
 /* y[0..63] = u[b][i] at column 4i + b, with bias, residual and ReLU, the first width stored. */
@@ -336,18 +290,9 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
   }
 }
 
-void wg4_output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0, int rows,
-                          int64_t t0, int64_t t1, float *y, const float *res) {
-  for (int v = 0; v * 16 < rows && j->dil > 1; v++)
-    scatter_tiles(j, m + v * 16, l->ldm, m0 + v * 16, rows - v * 16 < 16 ? rows - v * 16 : 16, t0,
-                  t1, y, res);
-  for (int v = 0; v * 16 < rows && j->dil == 1; v++)
-    for (int64_t t = t0; t < t1;) {
-      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
-      n = n > 16 ? 16 : n;
-      n = n > t1 - t ? t1 - t : n;
-      output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16,
-                     rows - v * 16 < 16 ? rows - v * 16 : 16, t / j->tiles_w, tx, (int)n, y, res);
-      t += n;
-    }
-}
+const wg_variant wg4_variant = {.tile = 4,
+                                .weight_transform = weight_transform,
+                                .input_segment = transform_segment,
+                                .input_gather = gather_tiles,
+                                .output_segment = output_segment,
+                                .output_scatter = scatter_tiles};
