@@ -1,33 +1,11 @@
 /* BasicBlock: conv3x3 - norm - relu - conv3x3 - norm, plus the identity, relu. */
 #include "resnet.h"
 
-static cb_tensor *basic_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
-  res_block *b = m->impl;
-  cb_tensor *out = cb_module_forward(cb_module_child(m, "conv1"), x, err);
-  out = block_run(m, b->norm[0], out, err);
-  if (out) cb_relu_inplace(out);
-  out = block_run_plugins(m, AFTER_CONV1, out, err);
-  out = block_run(m, "conv2", out, err);
-  out = block_run(m, b->norm[1], out, err);
-  out = block_run_plugins(m, AFTER_CONV2, out, err);
-  return block_finish(m, out, x, err);
-}
-
-static int basic_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
-  int h;
-  if (block_lower(b, m, "conv1", x, &h, err) || block_lower_norm_relu(b, m, 0, true, h, &h, err) ||
-      block_lower_plugins(b, m, AFTER_CONV1, h, &h, err) ||
-      block_lower(b, m, "conv2", h, &h, err) || block_lower_norm_relu(b, m, 1, false, h, &h, err) ||
-      block_lower_plugins(b, m, AFTER_CONV2, h, &h, err))
-    return -1;
-  return block_lower_finish(b, m, h, x, output, err);
-}
-
 static const cb_module_ops basic_ops = {
     .kind = "BasicBlock",
-    .forward = basic_forward,
+    .forward = block_forward,
     .init_weights = block_init_weights,
-    .lower = basic_lower,
+    .lower = block_lower,
 };
 
 /* conv2 is never dilated (as upstream); with dcn it is built from the dcn config. */

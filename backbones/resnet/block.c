@@ -114,7 +114,12 @@ int block_add_plugins(cb_module *m, const block_spec *spec, plugin_position pos,
   return 0;
 }
 
-cb_tensor *block_run(cb_module *m, const char *child, cb_tensor *x, cb_error *err) {
+/* conv1 .. conv3 for a Bottleneck, conv1 .. conv2 for a BasicBlock. */
+static int block_convs(const res_block *b) {
+  return b->type == BLOCK_BOTTLENECK ? 3 : 2;
+}
+
+static cb_tensor *run_child(cb_module *m, const char *child, cb_tensor *x, cb_error *err) {
   if (!x) return NULL;
   cb_tensor *y = cb_module_forward(cb_module_child(m, child), x, err);
   cb_tensor_free(x);
@@ -122,15 +127,15 @@ cb_tensor *block_run(cb_module *m, const char *child, cb_tensor *x, cb_error *er
 }
 
 /* Plugins at one position run one after the other, each on the previous one's output. */
-cb_tensor *block_run_plugins(cb_module *m, plugin_position pos, cb_tensor *x, cb_error *err) {
+static cb_tensor *run_plugins(cb_module *m, plugin_position pos, cb_tensor *x, cb_error *err) {
   res_block *b = m->impl;
   for (int i = 0; x && i < b->n_plugins[pos]; i++)
-    x = block_run(m, b->plugins[pos][i], x, err);
+    x = run_child(m, b->plugins[pos][i], x, err);
   return x;
 }
 
 /* out += identity (or downsample(x)); relu. */
-cb_tensor *block_finish(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_error *err) {
+static cb_tensor *run_residual(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_error *err) {
   if (!out) return NULL;
   cb_module *down = cb_module_child(m, "downsample");
   cb_tensor *identity = down ? cb_module_forward(down, x, err) : NULL;
@@ -144,11 +149,29 @@ cb_tensor *block_finish(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_err
   return out;
 }
 
+/* Each conv i: conv, its norm, ReLU (but after the last), the plugins after it; then the
+ * residual sum and ReLU. */
+cb_tensor *block_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
+  res_block *b = m->impl;
+  int convs = block_convs(b);
+  cb_tensor *out = NULL;
+  for (int i = 0; i < convs; i++) {
+    char conv[8];
+    snprintf(conv, sizeof conv, "conv%d", i + 1);
+    out =
+        i == 0 ? cb_module_forward(cb_module_child(m, conv), x, err) : run_child(m, conv, out, err);
+    out = run_child(m, b->norm[i], out, err);
+    if (out && i < convs - 1) cb_relu_inplace(out);
+    out = run_plugins(m, (plugin_position)i, out, err);
+  }
+  return run_residual(m, out, x, err);
+}
+
 /* The block's init_cfg (zero_init_residual: Constant 0 on its last norm), then its children. */
 int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err) {
   res_block *b = m->impl;
   if (b->zero_init) {
-    const char *last = b->norm[b->type == BLOCK_BOTTLENECK ? 2 : 1];
+    const char *last = b->norm[block_convs(b) - 1];
     json_t *cfg =
         json_pack("{s:s, s:i, s:{s:s}}", "type", "Constant", "val", 0, "override", "name", last);
     int rc = cfg ? cb_init_apply(m, cfg, "zero_init_residual", rng, err)
@@ -161,37 +184,42 @@ int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err) {
   return 0;
 }
 
-int block_lower(cb_plan_builder *b, cb_module *m, const char *child, int in, int *out,
-                cb_error *err) {
-  return cb_plan_lower_child(b, m, child, in, out, err);
-}
-
-int block_lower_norm_relu(cb_plan_builder *b, cb_module *m, int index, bool relu, int in, int *out,
-                          cb_error *err) {
-  res_block *blk = m->impl;
-  if (block_lower(b, m, blk->norm[index], in, out, err)) return -1;
-  return relu ? cb_plan_relu(b, *out, out, err) : 0;
-}
-
-int block_lower_plugins(cb_plan_builder *b, cb_module *m, plugin_position pos, int in, int *out,
-                        cb_error *err) {
+static int lower_plugins(cb_plan_builder *b, cb_module *m, plugin_position pos, int in, int *out,
+                         cb_error *err) {
   res_block *blk = m->impl;
   *out = in;
   for (int i = 0; i < blk->n_plugins[pos]; i++)
-    if (block_lower(b, m, blk->plugins[pos][i], *out, out, err)) return -1;
+    if (cb_plan_lower_child(b, m, blk->plugins[pos][i], *out, out, err)) return -1;
   return 0;
 }
 
 /* relu(out + identity): the identity (or downsample) path comes after the main path, so the
  * sum can be folded into the main path's last convolution or the downsample's. */
-int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *output,
-                       cb_error *err) {
+static int lower_residual(cb_plan_builder *b, cb_module *m, int out, int x, int *output,
+                          cb_error *err) {
   int identity = x;
-  if (cb_module_child(m, "downsample") && block_lower(b, m, "downsample", x, &identity, err))
+  if (cb_module_child(m, "downsample") &&
+      cb_plan_lower_child(b, m, "downsample", x, &identity, err))
     return -1;
   int sum;
   if (cb_plan_add(b, out, identity, &sum, err)) return -1;
   return cb_plan_relu(b, sum, output, err);
+}
+
+/* block_forward as plan nodes. */
+int block_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
+  res_block *blk = m->impl;
+  int convs = block_convs(blk), h = x;
+  for (int i = 0; i < convs; i++) {
+    char conv[8];
+    snprintf(conv, sizeof conv, "conv%d", i + 1);
+    if (cb_plan_lower_child(b, m, conv, h, &h, err) ||
+        cb_plan_lower_child(b, m, blk->norm[i], h, &h, err) ||
+        (i < convs - 1 && cb_plan_relu(b, h, &h, err)) ||
+        lower_plugins(b, m, (plugin_position)i, h, &h, err))
+      return -1;
+  }
+  return lower_residual(b, m, h, x, output, err);
 }
 
 /* BasicBlock and Bottleneck, the blocks built by this file's helpers. */

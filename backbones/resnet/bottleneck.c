@@ -2,39 +2,11 @@
  * the 3x3 conv ("pytorch") or on the first 1x1 conv ("caffe"). */
 #include "resnet.h"
 
-static cb_tensor *bottleneck_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
-  res_block *b = m->impl;
-  cb_tensor *out = cb_module_forward(cb_module_child(m, "conv1"), x, err);
-  out = block_run(m, b->norm[0], out, err);
-  if (out) cb_relu_inplace(out);
-  out = block_run_plugins(m, AFTER_CONV1, out, err);
-  out = block_run(m, "conv2", out, err);
-  out = block_run(m, b->norm[1], out, err);
-  if (out) cb_relu_inplace(out);
-  out = block_run_plugins(m, AFTER_CONV2, out, err);
-  out = block_run(m, "conv3", out, err);
-  out = block_run(m, b->norm[2], out, err);
-  out = block_run_plugins(m, AFTER_CONV3, out, err);
-  return block_finish(m, out, x, err);
-}
-
-static int bottleneck_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err) {
-  int h;
-  if (block_lower(b, m, "conv1", x, &h, err) || block_lower_norm_relu(b, m, 0, true, h, &h, err) ||
-      block_lower_plugins(b, m, AFTER_CONV1, h, &h, err) ||
-      block_lower(b, m, "conv2", h, &h, err) || block_lower_norm_relu(b, m, 1, true, h, &h, err) ||
-      block_lower_plugins(b, m, AFTER_CONV2, h, &h, err) ||
-      block_lower(b, m, "conv3", h, &h, err) || block_lower_norm_relu(b, m, 2, false, h, &h, err) ||
-      block_lower_plugins(b, m, AFTER_CONV3, h, &h, err))
-    return -1;
-  return block_lower_finish(b, m, h, x, output, err);
-}
-
 static const cb_module_ops bottleneck_ops = {
     .kind = "Bottleneck",
-    .forward = bottleneck_forward,
+    .forward = block_forward,
     .init_weights = block_init_weights,
-    .lower = bottleneck_lower,
+    .lower = block_lower,
 };
 
 /* The channels of conv1/conv2: planes, or ResNeXt's grouped width (at least groups, since

@@ -94,20 +94,12 @@ int block_add_norm(cb_module *m, const resnet_cfg *cfg, const char *path, int ch
 int block_add_relu(cb_module *m, const char *path, cb_error *err);
 int block_add_plugins(cb_module *m, const block_spec *spec, plugin_position pos, int channels,
                       const char *path, cb_error *err);
-cb_tensor *block_run(cb_module *m, const char *child, cb_tensor *x, cb_error *err);
-cb_tensor *block_run_plugins(cb_module *m, plugin_position pos, cb_tensor *x, cb_error *err);
-cb_tensor *block_finish(cb_module *m, cb_tensor *out, const cb_tensor *x, cb_error *err);
+/* The block's forward and its plan lowering: each conv with its norm, ReLU (but after the
+ * last) and the plugins after it, then relu(out + identity or downsample). */
+cb_tensor *block_forward(cb_module *m, const cb_tensor *x, cb_error *err);
+int block_lower(cb_module *m, cb_plan_builder *b, int x, int *output, cb_error *err);
 int block_init_weights(cb_module *m, cb_rng *rng, cb_error *err);
 
-/* Plan lowering (block.c): child, child's norm + relu, plugins, and the residual end. */
-int block_lower(cb_plan_builder *b, cb_module *m, const char *child, int in, int *out,
-                cb_error *err);
-int block_lower_norm_relu(cb_plan_builder *b, cb_module *m, int index, bool relu, int in, int *out,
-                          cb_error *err);
-int block_lower_plugins(cb_plan_builder *b, cb_module *m, plugin_position pos, int in, int *out,
-                        cb_error *err);
-int block_lower_finish(cb_plan_builder *b, cb_module *m, int out, int x, int *output,
-                       cb_error *err);
 /* ResLayer and the ResNet stem / stages. */
 int res_layer_lower(cb_module *m, cb_plan_builder *b, int input, int *output, cb_error *err);
 
