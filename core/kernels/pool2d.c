@@ -56,21 +56,6 @@ static float max_window(const float *plane, const pool_shape *s, const cb_pool2d
   return best;
 }
 
-CB_API cb_tensor *cb_max_pool2d(const cb_tensor *x, const cb_pool2d_params *p, cb_error *err) {
-  pool_shape s;
-  if (pool_shape_of("max_pool2d", x, p, true, &s, err)) return NULL;
-  cb_tensor *y = cb_tensor_new4(s.n, s.c, s.oh, s.ow, err);
-  if (!y) return NULL;
-  float *out = cb_f32(y);
-  for (int64_t nc = 0; nc < s.n * s.c; nc++) {
-    const float *plane = cb_f32(x) + nc * s.h * s.w;
-    for (int64_t oh = 0; oh < s.oh; oh++)
-      for (int64_t ow = 0; ow < s.ow; ow++)
-        *out++ = max_window(plane, &s, p, oh, ow);
-  }
-  return y;
-}
-
 /* One axis of an average window: [*lo, *hi) in bounds; returns the length of
  * the window clipped to the padded extent (PyTorch's count_include_pad size). */
 static int64_t avg_span(int64_t o, int stride, int pad, int k, int64_t in, int64_t *lo,
@@ -97,9 +82,14 @@ static float avg_window(const float *plane, const pool_shape *s, const cb_pool2d
   return sum / (float)divisor;
 }
 
-CB_API cb_tensor *cb_avg_pool2d(const cb_tensor *x, const cb_pool2d_params *p, cb_error *err) {
+typedef float (*window_fn)(const float *plane, const pool_shape *s, const cb_pool2d_params *p,
+                           int64_t oh, int64_t ow);
+
+/* Every output of every plane through window. */
+static cb_tensor *pool2d(const char *op, bool is_max, window_fn window, const cb_tensor *x,
+                         const cb_pool2d_params *p, cb_error *err) {
   pool_shape s;
-  if (pool_shape_of("avg_pool2d", x, p, false, &s, err)) return NULL;
+  if (pool_shape_of(op, x, p, is_max, &s, err)) return NULL;
   cb_tensor *y = cb_tensor_new4(s.n, s.c, s.oh, s.ow, err);
   if (!y) return NULL;
   float *out = cb_f32(y);
@@ -107,7 +97,15 @@ CB_API cb_tensor *cb_avg_pool2d(const cb_tensor *x, const cb_pool2d_params *p, c
     const float *plane = cb_f32(x) + nc * s.h * s.w;
     for (int64_t oh = 0; oh < s.oh; oh++)
       for (int64_t ow = 0; ow < s.ow; ow++)
-        *out++ = avg_window(plane, &s, p, oh, ow);
+        *out++ = window(plane, &s, p, oh, ow);
   }
   return y;
+}
+
+CB_API cb_tensor *cb_max_pool2d(const cb_tensor *x, const cb_pool2d_params *p, cb_error *err) {
+  return pool2d("max_pool2d", true, max_window, x, p, err);
+}
+
+CB_API cb_tensor *cb_avg_pool2d(const cb_tensor *x, const cb_pool2d_params *p, cb_error *err) {
+  return pool2d("avg_pool2d", false, avg_window, x, p, err);
 }
