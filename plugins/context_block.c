@@ -84,18 +84,7 @@ static cb_tensor *softmax_forward(cb_module *m, const cb_tensor *x, cb_error *er
   (void)m;
   cb_tensor *y = cb_tensor_clone(x, err);
   if (!y) return NULL;
-  const int64_t len = x->shape[2] * x->shape[3];
-  for (int64_t row = 0; row < x->shape[0] * x->shape[1]; row++) {
-    float *v = cb_f32(y) + row * len;
-    float max = v[0];
-    for (int64_t i = 1; i < len; i++)
-      max = v[i] > max ? v[i] : max;
-    double sum = 0;
-    for (int64_t i = 0; i < len; i++)
-      sum += (v[i] = expf(v[i] - max));
-    for (int64_t i = 0; i < len; i++)
-      v[i] = (float)(v[i] / sum);
-  }
+  cb_softmax_rows(cb_f32(y), x->shape[0] * x->shape[1], x->shape[2] * x->shape[3]);
   return y;
 }
 
