@@ -196,13 +196,7 @@ static double probe_shape(int ndim, const int64_t *shape, int64_t *out) {
 
 static int probe_run(cb_module *m, const cb_tensor *x, cb_error *err) {
   cb_tensor_list outs = {0};
-  int rc;
-  if (m->ops->forward_multi) {
-    rc = cb_module_forward_multi(m, x, &outs, err);
-  } else {
-    cb_tensor *y = cb_module_forward(m, x, err);
-    rc = y ? cb_tensor_list_push(&outs, y, err) : -1;
-  }
+  int rc = cb_module_forward_multi(m, x, &outs, err);
   cb_tensor_list_clear(&outs);
   return rc;
 }

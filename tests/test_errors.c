@@ -325,13 +325,7 @@ static int run_build(const err_case *c, cb_error *err) {
 
 static int forward_all(cb_module *m, const cb_tensor *x, cb_error *err) {
   cb_tensor_list outs = {0};
-  int rc;
-  if (m->ops->forward_multi) {
-    rc = cb_module_forward_multi(m, x, &outs, err);
-  } else {
-    cb_tensor *y = cb_module_forward(m, x, err);
-    rc = y ? cb_tensor_list_push(&outs, y, err) : -1;
-  }
+  int rc = cb_module_forward_multi(m, x, &outs, err);
   cb_tensor_list_clear(&outs);
   return rc;
 }
@@ -356,7 +350,8 @@ static int run_forward(const err_case *c, cb_error *err) {
 }
 
 static int run_plugin(const err_case *c, cb_error *err) {
-  if (c->shape) cr_assert_eq(cb_plugin_load_file(test_plugin_path(c->shape), err), 0, "%s", err->msg);
+  if (c->shape)
+    cr_assert_eq(cb_plugin_load_file(test_plugin_path(c->shape), err), 0, "%s", err->msg);
   const char *path = test_plugin_path(c->text);
   if (strcmp(c->text, "@notelf") == 0) path = write_file("notelf.so", "hello\n", 6, NULL, 0, 0);
   return cb_plugin_load_file(path, err);

@@ -39,10 +39,8 @@ int cli_load_plugins(const cli_globals *g, cb_error *err);
 json_t *cli_load_config(const cli_model_args *a, cb_error *err);
 /* custom_imports, then model.backbone built and initialised with seed. */
 cb_module *cli_build_backbone(json_t *cfg, const cli_model_args *a, bool init, cb_error *err);
-/* Every output of m for x, whether m has one output or several. */
-int cli_forward(cb_module *m, const cb_tensor *x, cb_tensor_list *outs, cb_error *err);
-/* The same through a compiled plan on threads ("N", or NULL for the default); a model whose
- * root has no lower hook, or a non-NCHW input, runs the reference forward. */
+/* Every output of m for x through a compiled plan on threads ("N", or NULL for the default); a
+ * model whose root has no lower hook, or a non-NCHW input, runs the reference forward. */
 int cli_forward_plan(cb_module *m, const cb_tensor *x, const char *threads, cb_tensor_list *outs,
                      cb_error *err);
 
@@ -59,13 +57,13 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
 #define CLI_USAGE_BUILD                                                                            \
   "cbrick build CONFIG [--cfg-options K=V ...] [--shape NxCxHxW] [--seed N] [--max-memory SIZE]"
 #define CLI_USAGE_CONVERT                                                                          \
-  "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--revise PATTERN=REPL]... "              \
+  "cbrick convert IN.pth|IN.safetensors OUT.safetensors [--revise PATTERN=REPL]... "               \
   "[--strip-module] [--prefix P]"
 #define CLI_USAGE_INSPECT "cbrick inspect FILE"
 #define CLI_USAGE_RUN                                                                              \
-  "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "               \
-  "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "     \
-  "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] [--max-memory SIZE] "                          \
+  "cbrick run CONFIG [--cfg-options K=V ...] [--weights W.safetensors|W.pth [--prefix P] "         \
+  "[--non-strict]] (--input X.npy | --shape NxCxHxW | --image IMG [--resize HxW] [--pad HxW]) "    \
+  "[--output OUT.safetensors|OUT.npy] [--viz DIR] [--train] [--seed N] [--max-memory SIZE] "       \
   "[--save-weights W.safetensors] [--reference] [--threads N]"
 #define CLI_USAGE_BENCH                                                                            \
   "cbrick bench CONFIG [--cfg-options K=V ...] [--weights W.safetensors] [--shape NxCxHxW] "       \

@@ -121,9 +121,3 @@ cb_module *cli_build_backbone(json_t *cfg, const cli_model_args *a, bool init, c
   }
   return m;
 }
-
-int cli_forward(cb_module *m, const cb_tensor *x, cb_tensor_list *outs, cb_error *err) {
-  if (m->ops->forward_multi) return cb_module_forward_multi(m, x, outs, err);
-  cb_tensor *y = cb_module_forward(m, x, err);
-  return y ? cb_tensor_list_push(outs, y, err) : -1;
-}

@@ -200,7 +200,7 @@ static cb_tensor *random_input(const bench_args *b, cb_error *err) {
 
 static int run_once(cb_module *m, cb_plan *plan, const cb_tensor *x, cb_error *err) {
   cb_tensor_list outs = {0};
-  int rc = plan ? cb_plan_run(plan, x, &outs, err) : cli_forward(m, x, &outs, err);
+  int rc = plan ? cb_plan_run(plan, x, &outs, err) : cb_module_forward_multi(m, x, &outs, err);
   cb_tensor_list_clear(&outs);
   return rc;
 }
@@ -298,7 +298,8 @@ int cli_forward_plan(cb_module *m, const cb_tensor *x, const char *threads, cb_t
     if (!*threads || *end || n < 1 || n > 64)
       return cb_fail(err, "--threads: expected an integer from 1 to 64, found '%s'", threads);
   }
-  if (!m->ops->lower || x->ndim != 4 || x->dtype != CB_F32) return cli_forward(m, x, outs, err);
+  if (!m->ops->lower || x->ndim != 4 || x->dtype != CB_F32)
+    return cb_module_forward_multi(m, x, outs, err);
   cb_plan *plan = cb_plan_compile(m, x->shape, (int)n, err);
   int rc = plan ? cb_plan_run(plan, x, outs, err) : -1;
   cb_plan_free(plan);

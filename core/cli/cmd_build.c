@@ -50,7 +50,7 @@ static int print_shapes(cb_module *m, const char *shape, int64_t limit, cb_error
   if (!x) return -1;
   cb_tensor_list outs = {0};
   cb_module_train(m, false);
-  int rc = cli_forward(m, x, &outs, err);
+  int rc = cb_module_forward_multi(m, x, &outs, err);
   for (int i = 0; rc == 0 && i < outs.n; i++) {
     char text[128];
     cb_shape_format(outs.items[i]->ndim, outs.items[i]->shape, text, sizeof(text));

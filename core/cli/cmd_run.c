@@ -79,8 +79,7 @@ static int parse(run_args *r, int argc, char **argv) {
 }
 
 /* "HxW" into h, w. */
-static int parse_size(const char *option, const char *text, int64_t *h, int64_t *w,
-                      cb_error *err) {
+static int parse_size(const char *option, const char *text, int64_t *h, int64_t *w, cb_error *err) {
   int ndim;
   int64_t dims[CB_MAX_DIMS];
   if (cb_shape_parse(text, &ndim, dims, err)) return cb_error_prefix(err, "%s: ", option);
@@ -106,12 +105,14 @@ static cb_tensor *image_input(const run_args *r, json_t *cfg, cb_error *err) {
             r->model.config);
   cb_tensor *x = cb_image_read(r->image, err);
   if (x && r->resize)
-    x = parse_size("--resize", r->resize, &h, &w, err) ? replace(x, NULL)
-                                                       : replace(x, cb_resize_bilinear(x, h, w, err));
+    x = parse_size("--resize", r->resize, &h, &w, err)
+            ? replace(x, NULL)
+            : replace(x, cb_resize_bilinear(x, h, w, err));
   if (x && found) cb_image_normalize(x, &norm);
   if (x && r->pad)
-    x = parse_size("--pad", r->pad, &h, &w, err) ? replace(x, NULL)
-                                                 : replace(x, cb_pad_to(x, h, w, norm.pad_val, err));
+    x = parse_size("--pad", r->pad, &h, &w, err)
+            ? replace(x, NULL)
+            : replace(x, cb_pad_to(x, h, w, norm.pad_val, err));
   return x;
 }
 
@@ -235,7 +236,7 @@ static int forward(cb_module *m, json_t *cfg, const run_args *r, cb_error *err) 
   cb_tensor_list outs = {0};
   cb_module_train(m, r->train);
   double start = now_ms();
-  int rc = r->train || r->reference ? cli_forward(m, x, &outs, err)
+  int rc = r->train || r->reference ? cb_module_forward_multi(m, x, &outs, err)
                                     : cli_forward_plan(m, x, r->threads, &outs, err);
   double ms = now_ms() - start;
   if (rc) cb_error_prefix(err, "%s: forward: ", r->model.config);

@@ -55,10 +55,11 @@ typedef struct command {
 } command;
 
 static const command commands[] = {
-    {"list", cmd_list}, {"config", cmd_config}, {"build", cmd_build}, {"run", cmd_run},
+    {"list", cmd_list},       {"config", cmd_config},   {"build", cmd_build}, {"run", cmd_run},
     {"convert", cmd_convert}, {"inspect", cmd_inspect}, {"bench", cmd_bench}};
 
-static const char *usage_line = "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run|convert|inspect|bench ...";
+static const char *usage_line =
+    "cbrick [--plugin FILE.so]... [--quiet] list|config|build|run|convert|inspect|bench ...";
 
 /* Moves the global options out of argv, leaving the command and its arguments in rest. */
 static int split_globals(int argc, char **argv, cli_globals *g, char **rest, int *n_rest,
@@ -88,8 +89,10 @@ static int dispatch(int argc, char **argv, const cli_globals *g, bool help) {
   }
   for (size_t i = 0; i < sizeof(commands) / sizeof(commands[0]); i++)
     if (strcmp(argv[0], commands[i].name) == 0) return commands[i].run(argc - 1, argv + 1, g);
-  return cli_usage_error(usage_line, "unknown command '%s' (commands: list, config, build, run, convert, inspect, bench)",
-                         argv[0]);
+  return cli_usage_error(
+      usage_line,
+      "unknown command '%s' (commands: list, config, build, run, convert, inspect, bench)",
+      argv[0]);
 }
 
 int main(int argc, char **argv) {
