@@ -39,15 +39,19 @@ int block_add_norm(cb_module *m, const resnet_cfg *cfg, const char *path, int ch
   return norm ? cb_module_add_child(m, b->norm[index - 1], norm, err) : -1;
 }
 
-cb_module *build_relu(const char *path, cb_error *err) {
-  json_t *cfg = json_pack("{s:s, s:b}", "type", "ReLU", "inplace", 1);
+cb_module *build_packed(const char *registry, json_t *cfg, const char *path, cb_error *err) {
   if (!cfg) {
     cb_fail(err, "%s: out of memory", path);
     return NULL;
   }
-  cb_module *relu = cb_build("ACTIVATION_LAYERS", cfg, NULL, path, err);
+  cb_module *module = cb_build(registry, cfg, NULL, path, err);
   json_decref(cfg);
-  return relu;
+  return module;
+}
+
+cb_module *build_relu(const char *path, cb_error *err) {
+  return build_packed("ACTIVATION_LAYERS", json_pack("{s:s, s:b}", "type", "ReLU", "inplace", 1),
+                      path, err);
 }
 
 int block_add_relu(cb_module *m, const char *path, cb_error *err) {

@@ -36,15 +36,10 @@ static int add_indexed(cb_module *seq, cb_module *child, cb_error *err) {
 }
 
 static cb_module *build_avg_pool(int stride, const char *path, cb_error *err) {
-  json_t *cfg = json_pack("{s:s, s:i, s:i, s:b, s:b}", "type", "AvgPool2d", "kernel_size", stride,
-                          "stride", stride, "ceil_mode", 1, "count_include_pad", 0);
-  if (!cfg) {
-    cb_fail(err, "%s: out of memory", path);
-    return NULL;
-  }
-  cb_module *pool = cb_build("POOLING_LAYERS", cfg, NULL, path, err);
-  json_decref(cfg);
-  return pool;
+  return build_packed("POOLING_LAYERS",
+                      json_pack("{s:s, s:i, s:i, s:b, s:b}", "type", "AvgPool2d", "kernel_size",
+                                stride, "stride", stride, "ceil_mode", 1, "count_include_pad", 0),
+                      path, err);
 }
 
 /* [AvgPool2d (avg_down)], conv1x1, norm. */

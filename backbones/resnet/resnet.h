@@ -110,6 +110,8 @@ cb_module *res_layer_new(const resnet_cfg *cfg, int stage, int inplanes, bool *d
 /* The stem: conv1/norm1/relu children of m, or a "stem" Sequential; then "maxpool".
  * Writes the norm child name into norm1_name. */
 int stem_add(cb_module *m, const resnet_cfg *cfg, char *norm1_name, size_t cap, cb_error *err);
+/* cb_build of cfg (a fresh json_pack, NULL when it ran out of memory), which it frees. */
+cb_module *build_packed(const char *registry, json_t *cfg, const char *path, cb_error *err);
 cb_module *build_relu(const char *path, cb_error *err);
 
 #endif

@@ -53,15 +53,10 @@ static int add_plain_stem(cb_module *m, const resnet_cfg *cfg, char *norm1_name,
 }
 
 static cb_module *build_max_pool(const char *path, cb_error *err) {
-  json_t *cfg = json_pack("{s:s, s:i, s:i, s:i}", "type", "MaxPool2d", "kernel_size", 3, "stride",
-                          2, "padding", 1);
-  if (!cfg) {
-    cb_fail(err, "%s: out of memory", path);
-    return NULL;
-  }
-  cb_module *pool = cb_build("POOLING_LAYERS", cfg, NULL, path, err);
-  json_decref(cfg);
-  return pool;
+  return build_packed("POOLING_LAYERS",
+                      json_pack("{s:s, s:i, s:i, s:i}", "type", "MaxPool2d", "kernel_size", 3,
+                                "stride", 2, "padding", 1),
+                      path, err);
 }
 
 int stem_add(cb_module *m, const resnet_cfg *cfg, char *norm1_name, size_t cap, cb_error *err) {
