@@ -38,25 +38,6 @@ typedef struct run {
   cb_tensor_list outs;
 } run;
 
-static bool is_expectation(const char *name) {
-  return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
-         strncmp(name, "mmseg.", 6) == 0 || strncmp(name, "state.", 6) == 0;
-}
-
-static cb_weights *model_weights(const cb_weights *w) {
-  cb_error err = {0};
-  cb_weights *out = cb_weights_new(&err);
-  cr_assert_not_null(out, "%s", err.msg);
-  for (int i = 0; i < cb_weights_count(w); i++) {
-    const char *name = cb_weights_name(w, i);
-    if (is_expectation(name)) continue;
-    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), &err);
-    cr_assert_not_null(t, "%s", err.msg);
-    cr_assert_eq(cb_weights_add(out, name, t, &err), 0, "%s", err.msg);
-  }
-  return out;
-}
-
 static double rel(const cb_tensor *got, const cb_tensor *want) {
   cr_assert(cb_tensor_same_shape(got, want), "shape mismatch");
   return rel_l2(cb_f32(got), cb_f32(want), (long)cb_tensor_numel(want));
@@ -103,7 +84,7 @@ static run run_case(const char *name) {
   cr_assert_not_null(r.w, "%s", err.msg);
   r.m = cb_build("BACKBONES", json_object_get(entry, "cfg"), NULL, "model.backbone", &err);
   cr_assert_not_null(r.m, "%s: %s", name, err.msg);
-  cb_weights *state = model_weights(r.w);
+  cb_weights *state = fixture_model_weights(r.w);
   cr_assert_eq(cb_module_load_weights(r.m, state, NULL, true, stderr, &err), 0, "%s: %s", name,
                err.msg);
   cb_weights_free(state);
@@ -281,7 +262,8 @@ Test(backbone_plugins, missing_offset_is_named) {
   cb_weights *partial = cb_weights_new(&err);
   for (int i = 0; i < cb_weights_count(w); i++) {
     const char *name = cb_weights_name(w, i);
-    if (is_expectation(name) || strcmp(name, "layer3.1.conv2.conv_offset.weight") == 0) continue;
+    if (fixture_is_expectation(name) || strcmp(name, "layer3.1.conv2.conv_offset.weight") == 0)
+      continue;
     cb_weights_add(partial, name, cb_tensor_clone(cb_weights_tensor(w, i), &err), &err);
   }
   cb_module *m = cb_build("BACKBONES", json_object_get(json_object_get(cases, "dcn_v1c_d8"), "cfg"),

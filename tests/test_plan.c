@@ -11,11 +11,6 @@
 
 TestSuite(plan, .init = load_builtin_plugins, .fini = unload_plugins);
 
-static bool is_expectation(const char *name) {
-  return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
-         strncmp(name, "state.", 6) == 0;
-}
-
 static cb_module *build_json(json_t *cfg, const char *name) {
   cb_error err = {0};
   cb_module *m = cb_build("BACKBONES", cfg, NULL, name, &err);
@@ -25,13 +20,7 @@ static cb_module *build_json(json_t *cfg, const char *name) {
 
 static void load_fixture_weights(cb_module *m, const cb_weights *w) {
   cb_error err = {0};
-  cb_weights *state = cb_weights_new(&err);
-  cr_assert_not_null(state, "%s", err.msg);
-  for (int i = 0; i < cb_weights_count(w); i++) {
-    if (is_expectation(cb_weights_name(w, i))) continue;
-    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), &err);
-    cr_assert_eq(cb_weights_add(state, cb_weights_name(w, i), t, &err), 0, "%s", err.msg);
-  }
+  cb_weights *state = fixture_model_weights(w);
   cr_assert_eq(cb_module_load_weights(m, state, NULL, true, NULL, &err), 0, "%s", err.msg);
   cb_weights_free(state);
 }

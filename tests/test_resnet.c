@@ -12,25 +12,6 @@ TestSuite(resnet, .init = load_builtin_plugins, .fini = unload_plugins);
 
 /* ---- fixtures ---- */
 
-static bool is_expectation(const char *name) {
-  return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
-         strncmp(name, "state.", 6) == 0;
-}
-
-/* The fixture's state-dict tensors only (copies). */
-static cb_weights *model_weights(const cb_weights *w) {
-  cb_error err = {0};
-  cb_weights *out = cb_weights_new(&err);
-  cr_assert_not_null(out, "%s", err.msg);
-  for (int i = 0; i < cb_weights_count(w); i++) {
-    const char *name = cb_weights_name(w, i);
-    if (is_expectation(name)) continue;
-    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), &err);
-    cr_assert_eq(cb_weights_add(out, name, t, &err), 0, "%s", err.msg);
-  }
-  return out;
-}
-
 static void compare_state(cb_module *m, const cb_weights *w, const char *name) {
   for (int i = 0; i < cb_weights_count(w); i++) {
     const char *key = cb_weights_name(w, i);
@@ -63,7 +44,7 @@ static void check_fixture(const char *name) {
 
   cb_module *m = cb_build("BACKBONES", json_object_get(entry, "cfg"), NULL, name, &err);
   cr_assert_not_null(m, "%s", err.msg);
-  cb_weights *state = model_weights(w);
+  cb_weights *state = fixture_model_weights(w);
   cr_assert_eq(cb_module_load_weights(m, state, NULL, true, NULL, &err), 0, "%s: %s", name,
                err.msg);
   cb_weights_free(state);
@@ -98,7 +79,7 @@ Test(resnet, fixture_resnext) {
 
 Test(resnet, resnext_grouped_widths_and_errors) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 32, "
-                          "\"base_width\": 4}");
+                                   "\"base_width\": 4}");
   cr_assert_str_eq(cb_module_kind(m), "ResNeXt");
   cr_assert(cb_module_is(m, "ResNet"), "a ResNeXt still answers to ResNet (init_cfg layers)");
   /* torchvision's resnext50_32x4d has 22,979,904 parameters besides fc. */
@@ -107,12 +88,13 @@ Test(resnet, resnext_grouped_widths_and_errors) {
   cr_assert_eq(w->tensor->shape[0], 128);
   cr_assert_eq(w->tensor->shape[1], 4, "128 channels in 32 groups");
   cb_module_free(m);
-  expect_backbone_error("{\"type\": \"ResNeXt\", \"depth\": 34}",
-               "model.backbone.depth: invalid depth 34 for ResNeXt: expected one of 50, 101, 152");
+  expect_backbone_error(
+      "{\"type\": \"ResNeXt\", \"depth\": 34}",
+      "model.backbone.depth: invalid depth 34 for ResNeXt: expected one of 50, 101, 152");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"groups\": 2}",
-               "model.backbone.groups: grouped convolutions need Bottleneck blocks");
+                        "model.backbone.groups: grouped convolutions need Bottleneck blocks");
   expect_backbone_error("{\"type\": \"ResNeXt\", \"depth\": 50, \"groups\": 0}",
-               "model.backbone.groups: expected an integer from 1");
+                        "model.backbone.groups: expected an integer from 1");
 }
 
 Test(resnet, variants_name_their_kind) {
@@ -193,7 +175,7 @@ Test(resnet, resnet50_param_count) {
 
 Test(resnet, v1d_downsample_names) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, \"base_channels\": 8, "
-                          "\"stem_channels\": 8}");
+                                   "\"stem_channels\": 8}");
   cr_assert(has(m, "layer1.0.downsample.1.weight"));
   cr_assert(has(m, "layer1.0.downsample.2.running_mean"));
   cr_assert(has(m, "layer2.0.downsample.2.num_batches_tracked"));
@@ -206,8 +188,8 @@ Test(resnet, v1d_downsample_names) {
 
 Test(resnet, basic_block_names_and_gn_names) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"GN\", "
-                          "\"num_groups\": 2}}");
+                                   "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"GN\", "
+                                   "\"num_groups\": 2}}");
   cr_assert(has(m, "gn1.weight") && has(m, "layer1.1.gn2.bias"));
   cr_assert(has(m, "layer2.0.downsample.1.weight"));
   cr_assert_null(cb_module_find(m, "layer1.0.downsample"));
@@ -218,7 +200,7 @@ Test(resnet, basic_block_names_and_gn_names) {
 Test(resnet, outputs_ascending_without_duplicates) {
   cb_error err = {0};
   cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"out_indices\": [3, 1, 1]}");
+                                   "\"stem_channels\": 8, \"out_indices\": [3, 1, 1]}");
   cb_module_train(m, false);
   cb_tensor *x = cb_tensor_new4(1, 3, 32, 32, &err);
   cb_tensor_list outs = {0};
@@ -248,7 +230,7 @@ static bool grads(cb_module *m, const char *dotted) {
 
 Test(resnet, frozen_stages_plain_stem) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"frozen_stages\": 1}");
+                                   "\"stem_channels\": 8, \"frozen_stages\": 1}");
   for (int pass = 0; pass < 2; pass++) { /* at build time, then after train(true) */
     cr_assert(!grads(m, "conv1.weight") && !grads(m, "bn1.weight"));
     cr_assert(!trains(m, "bn1"));
@@ -263,7 +245,7 @@ Test(resnet, frozen_stages_plain_stem) {
 
 Test(resnet, frozen_stages_deep_stem) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1c\", \"depth\": 50, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"frozen_stages\": 2}");
+                                   "\"stem_channels\": 8, \"frozen_stages\": 2}");
   cb_module_train(m, true);
   cr_assert(!trains(m, "stem") && !trains(m, "stem.0") && !trains(m, "stem.4"));
   cr_assert(!grads(m, "stem.3.weight"));
@@ -277,7 +259,7 @@ Test(resnet, frozen_stages_deep_stem) {
 
 Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"norm_eval\": true}");
+                                   "\"stem_channels\": 8, \"norm_eval\": true}");
   cr_assert(trains(m, "layer1.0.bn1"), "norm_eval acts on train(), not at build time");
   cb_module_train(m, true);
   cr_assert(m->training && trains(m, "layer3") && trains(m, "layer3.0.conv1"));
@@ -285,8 +267,9 @@ Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
   cr_assert(grads(m, "layer3.0.bn1.weight"), "norm_eval does not stop gradients");
   cb_module_free(m);
 
-  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, \"stem_channels\": "
-               "8, \"norm_eval\": true, \"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}");
+  m = build_backbone_ok(
+      "{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, \"stem_channels\": "
+      "8, \"norm_eval\": true, \"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}");
   cb_module_train(m, true);
   cr_assert(trains(m, "layer1.0.gn1"), "GroupNorm is no _BatchNorm");
   cb_module_free(m);
@@ -294,8 +277,8 @@ Test(resnet, norm_eval_keeps_batch_norms_in_eval) {
 
 Test(resnet, norm_cfg_requires_grad_false) {
   cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 8, "
-                          "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"BN\", "
-                          "\"requires_grad\": false}}");
+                                   "\"stem_channels\": 8, \"norm_cfg\": {\"type\": \"BN\", "
+                                   "\"requires_grad\": false}}");
   cr_assert(!grads(m, "layer1.0.bn1.weight") && grads(m, "layer1.0.conv1.weight"));
   cb_module_free(m);
 }
@@ -303,49 +286,53 @@ Test(resnet, norm_cfg_requires_grad_false) {
 /* ---- config errors ---- */
 
 Test(resnet, config_errors) {
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 51}", "model.backbone.depth: invalid depth 51");
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 51}",
+                        "model.backbone.depth: invalid depth 51");
   expect_backbone_error("{\"type\": \"ResNet\"}", "model.backbone.depth: required");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": \"50\"}",
-               "depth: expected an integer, found a string '50'");
+                        "depth: expected an integer, found a string '50'");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 0}",
-               "num_stages: expected 1 to 4, found 0");
+                        "num_stages: expected 1 to 4, found 0");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 5}",
-               "num_stages: expected 1 to 4, found 5");
+                        "num_stages: expected 1 to 4, found 5");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 3}",
-               "strides: expected one value per stage (num_stages = 3), found 4");
+                        "strides: expected one value per stage (num_stages = 3), found 4");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"strides\": [1, 2, 2]}",
-               "strides: expected one value per stage");
+                        "strides: expected one value per stage");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"dilations\": [1, 1, 1, 0]}",
-               "dilations: item 3: expected a positive integer");
+                        "dilations: item 3: expected a positive integer");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"out_indices\": [0, 4]}",
-               "out_indices: item 1: expected a stage index from 0 to 3");
+                        "out_indices: item 1: expected a stage index from 0 to 3");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"style\": \"tf\"}",
-               "style: expected 'pytorch' or 'caffe', found 'tf'");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stage\": 1}",
-               "frozen_stage: unknown key for type 'ResNet' (did you mean 'frozen_stages'?)");
+                        "style: expected 'pytorch' or 'caffe', found 'tf'");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stage\": 1}",
+      "frozen_stage: unknown key for type 'ResNet' (did you mean 'frozen_stages'?)");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_eval\": 1}",
-               "norm_eval: expected true or false");
+                        "norm_eval: expected true or false");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"frozen_stages\": 5}",
-               "frozen_stages: expected -1 (none) to 4");
+                        "frozen_stages: expected -1 (none) to 4");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"multi_grid\": [1]}",
-               "multi_grid: expected a dilation for each of the 2 blocks");
+                        "multi_grid: expected a dilation for each of the 2 blocks");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": \"a.safetensors\", "
-               "\"init_cfg\": {\"type\": \"Kaiming\"}}",
-               "init_cfg and pretrained cannot be set at the same time");
+                        "\"init_cfg\": {\"type\": \"Kaiming\"}}",
+                        "init_cfg and pretrained cannot be set at the same time");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"pretrained\": 3}",
-               "pretrained: expected a string");
+                        "pretrained: expected a string");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"norm_cfg\": {\"type\": \"BM\"}}",
-               "model.backbone.norm_cfg.type: 'BM' is not in the NORM_LAYERS registry");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"conv_cfg\": {\"type\": \"Conv3x\"}}",
-               "conv_cfg.type: 'Conv3x' is not in the CONV_LAYERS registry");
+                        "model.backbone.norm_cfg.type: 'BM' is not in the NORM_LAYERS registry");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 18, \"conv_cfg\": {\"type\": \"Conv3x\"}}",
+      "conv_cfg.type: 'Conv3x' is not in the CONV_LAYERS registry");
 }
 
 Test(resnet, variants_refuse_fixed_keys) {
   expect_backbone_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"deep_stem\": true}",
-               "deep_stem: ResNetV1c sets deep_stem itself (got multiple values");
+                        "deep_stem: ResNetV1c sets deep_stem itself (got multiple values");
   expect_backbone_error("{\"type\": \"ResNetV1d\", \"depth\": 50, \"avg_down\": false}",
-               "avg_down: ResNetV1d sets avg_down itself");
-  expect_backbone_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"dpeth\": 3}", "did you mean 'depth'");
+                        "avg_down: ResNetV1d sets avg_down itself");
+  expect_backbone_error("{\"type\": \"ResNetV1c\", \"depth\": 50, \"dpeth\": 3}",
+                        "did you mean 'depth'");
   expect_backbone_error("{\"type\": \"ResNetV1d\", \"depth\": 19}", "invalid depth 19");
 }
 
@@ -401,11 +388,12 @@ static int plugin_channels(cb_module *m, const char *dotted) {
 
 Test(resnet, dcn_unknown_type_is_registry_error) {
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCNv9\", "
-               "\"deform_groups\": 1}, \"stage_with_dcn\": [false, true, true, true]}",
-               "model.backbone.dcn.type: 'DCNv9' is not in the CONV_LAYERS registry");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCN\"}, "
-               "\"stage_with_dcn\": [false, true]}",
-               "stage_with_dcn: expected one flag per stage (num_stages = 4) when dcn is set");
+                        "\"deform_groups\": 1}, \"stage_with_dcn\": [false, true, true, true]}",
+                        "model.backbone.dcn.type: 'DCNv9' is not in the CONV_LAYERS registry");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"dcn\": {\"type\": \"DCN\"}, "
+      "\"stage_with_dcn\": [false, true]}",
+      "stage_with_dcn: expected one flag per stage (num_stages = 4) when dcn is set");
 }
 
 Test(resnet, dcn_fallback_on_stride_only_first_block) {
@@ -428,15 +416,16 @@ Test(resnet, dcn_fallback_on_stride_only_first_block) {
   cb_module_free(m);
   json_decref(cfg);
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"dcn\": {\"type\": \"DCNProbe\"}, "
-               "\"stage_with_dcn\": [true, false, false, false], \"conv_cfg\": {\"type\": "
-               "\"Conv2d\"}}",
-               "conv_cfg: must be null when dcn is used");
+                        "\"stage_with_dcn\": [true, false, false, false], \"conv_cfg\": {\"type\": "
+                        "\"Conv2d\"}}",
+                        "conv_cfg: must be null when dcn is used");
 }
 
 Test(resnet, plugin_unknown_type_is_registry_error) {
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
-               "\"ContextBlok\", \"ratio\": 0.25}, \"position\": \"after_conv3\"}]}",
-               "model.backbone.plugins[0].cfg.type: 'ContextBlok' is not in the PLUGIN_LAYERS");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
+      "\"ContextBlok\", \"ratio\": 0.25}, \"position\": \"after_conv3\"}]}",
+      "model.backbone.plugins[0].cfg.type: 'ContextBlok' is not in the PLUGIN_LAYERS");
 }
 
 Test(resnet, plugins_inserted_by_position_and_stage) {
@@ -454,18 +443,19 @@ Test(resnet, plugins_inserted_by_position_and_stage) {
   cb_module_free(m);
 
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
-               "\"ProbePlugin\"}, \"position\": \"after_conv3\"}, {\"cfg\": {\"type\": "
-               "\"ProbePlugin\"}, \"position\": \"after_conv1\"}]}",
-               "duplicate plugin probe_plugin");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 18, \"plugins\": [{\"cfg\": {\"type\": "
-               "\"ProbePlugin\"}, \"position\": \"after_conv3\"}]}",
-               "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
+                        "\"ProbePlugin\"}, \"position\": \"after_conv3\"}, {\"cfg\": {\"type\": "
+                        "\"ProbePlugin\"}, \"position\": \"after_conv1\"}]}",
+                        "duplicate plugin probe_plugin");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 18, \"plugins\": [{\"cfg\": {\"type\": "
+      "\"ProbePlugin\"}, \"position\": \"after_conv3\"}]}",
+      "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
-               "\"ProbePlugin\"}, \"position\": \"after_conv3\", \"stages\": [true]}]}",
-               "plugins[0].stages: expected one flag per stage (num_stages = 4), found 1");
+                        "\"ProbePlugin\"}, \"position\": \"after_conv3\", \"stages\": [true]}]}",
+                        "plugins[0].stages: expected one flag per stage (num_stages = 4), found 1");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"plugins\": [{\"cfg\": {\"type\": "
-               "\"ProbePlugin\"}, \"postion\": \"after_conv3\"}]}",
-               "plugins[0].position: required");
+                        "\"ProbePlugin\"}, \"postion\": \"after_conv3\"}]}",
+                        "plugins[0].position: required");
 }
 
 /* Identity plugins at every position leave the outputs as they were. */
@@ -480,7 +470,7 @@ Test(resnet, identity_plugins_keep_outputs) {
       "\"after_conv1\"}, {\"cfg\": {\"type\": \"ProbePlugin\", \"postfix\": \"b\"}, "
       "\"position\": \"after_conv1\"}, {\"cfg\": {\"type\": \"ProbePlugin\"}, \"position\": "
       "\"after_conv2\"}]}");
-  cb_weights *state = model_weights(w);
+  cb_weights *state = fixture_model_weights(w);
   cr_assert_eq(cb_module_load_weights(m, state, NULL, true, NULL, &err), 0, "%s", err.msg);
   cb_module_train(m, false);
   cb_tensor_list outs = {0};

@@ -20,6 +20,25 @@ cb_tensor *fixture_tensor(const cb_weights *w, const char *name) {
   return (cb_tensor *)t;
 }
 
+bool fixture_is_expectation(const char *name) {
+  return strcmp(name, "input") == 0 || strncmp(name, "out.", 4) == 0 ||
+         strncmp(name, "mmseg.", 6) == 0 || strncmp(name, "state.", 6) == 0;
+}
+
+cb_weights *fixture_model_weights(const cb_weights *w) {
+  cb_error err = {0};
+  cb_weights *out = cb_weights_new(&err);
+  cr_assert_not_null(out, "%s", err.msg);
+  for (int i = 0; i < cb_weights_count(w); i++) {
+    const char *name = cb_weights_name(w, i);
+    if (fixture_is_expectation(name)) continue;
+    cb_tensor *t = cb_tensor_clone(cb_weights_tensor(w, i), &err);
+    cr_assert_not_null(t, "%s", err.msg);
+    cr_assert_eq(cb_weights_add(out, name, t, &err), 0, "%s", err.msg);
+  }
+  return out;
+}
+
 void load_builtin_plugins(void) {
   cb_error err = {0};
   cb_set_quiet(1);

@@ -2,6 +2,7 @@
 #define CBRICK_TEST_UTIL_H
 
 #include <cbrick.h>
+#include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -11,6 +12,11 @@ double rel_l2(const float *got, const float *want, long n);
 
 /* The named tensor of a fixture; fails the running test when it is missing. */
 cb_tensor *fixture_tensor(const cb_weights *w, const char *name);
+
+/* A fixture's expectations (input, out.*, mmseg.*, state.*), not the model's tensors. */
+bool fixture_is_expectation(const char *name);
+/* Copies of a fixture's state-dict tensors only; fails the test when out of memory. */
+cb_weights *fixture_model_weights(const cb_weights *w);
 
 /* Suite set-up and tear-down: the built-in plugins (warnings silenced), then unload all. */
 void load_builtin_plugins(void);
