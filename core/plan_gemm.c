@@ -99,8 +99,12 @@ TARGET void plan_gemm_small(const small_tile *t) {
   }
   const float *a = t->a, *w = t->w;
   for (int64_t k = 0; k < t->kc; k++, a += t->lda, w += SMALL_NO) {
-    _mm_prefetch((const char *)(w + PREFETCH_FLOATS), _MM_HINT_T0);
-    _mm_prefetch((const char *)(w + PREFETCH_FLOATS + 16), _MM_HINT_T0);
+    if (t->prefetch) {
+      if (k < t->prefetch_lines) _mm_prefetch((const char *)(t->prefetch + 16 * k), _MM_HINT_T0);
+    } else {
+      _mm_prefetch((const char *)(w + PREFETCH_FLOATS), _MM_HINT_T0);
+      _mm_prefetch((const char *)(w + PREFETCH_FLOATS + 16), _MM_HINT_T0);
+    }
     __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
     PIXELS(SSTEP)
   }

@@ -25,6 +25,10 @@ typedef struct small_tile {
   const float *w; /* [kc][SMALL_NO] */
   float *c;       /* [SMALL_PR][SMALL_NO] */
   bool load_c;
+  /* Lines to bring into cache, one per step from the first: the weights of the next pass
+   * spread over the passes that reuse these (NULL: prefetch ahead of w instead). */
+  const float *prefetch;
+  int64_t prefetch_lines;
 } small_tile;
 
 void plan_gemm_small(const small_tile *t);

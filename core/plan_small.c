@@ -12,7 +12,7 @@
 #include "plan_internal.h"
 #include "threads.h"
 
-#define SMALL_KC 128       /* depth per pass over the buffer */
+#define SMALL_KC 64        /* depth per pass over the buffer: its weights stay in L1 */
 #define SMALL_CT 16384     /* accumulator floats per task */
 #define SMALL_MAX_COLS 256 /* larger maps need an im2col matrix too large to share */
 
@@ -145,11 +145,19 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
   }
   int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
   int64_t tail = (p1 - p0) % SMALL_PR;
+  int64_t passes = (p1 - p0 + SMALL_PR - 1) / SMALL_PR;
   for (int64_t b = 0; b < blocks; b++) {
     const float *w = c->packed + (m0 / SMALL_NO + b) * c->k * SMALL_NO;
     for (int64_t k0 = 0; k0 < c->k; k0 += SMALL_KC) {
       int64_t kc = c->k - k0 < SMALL_KC ? c->k - k0 : SMALL_KC;
+      /* The weights that follow these (next depth chunk or next block, 2 lines per step) are
+       * fetched a share per pass: all at once, they would need more bandwidth than memory
+       * gives while the first pass runs. */
+      const float *next = w + (k0 + kc) * SMALL_NO;
+      int64_t next_lines = (b + 1 < blocks || k0 + kc < c->k) ? 2 * SMALL_KC : 0;
       for (int64_t p = p0; p < p1; p += SMALL_PR) {
+        int64_t pass = (p - p0) / SMALL_PR;
+        int64_t l0 = next_lines * pass / passes, l1 = next_lines * (pass + 1) / passes;
         bool partial = p1 - p < SMALL_PR;
         small_tile t = {.kc = kc,
                         .lda = partial ? SMALL_PR : lda,
@@ -157,7 +165,9 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
                                      : a + k0 * lda + p,
                         .w = w + k0 * SMALL_NO,
                         .c = acc + b * c->nc * SMALL_NO + (p - p0) * SMALL_NO,
-                        .load_c = k0 > 0};
+                        .load_c = k0 > 0,
+                        .prefetch = passes > 1 ? next + 16 * l0 : NULL,
+                        .prefetch_lines = l1 - l0};
         plan_gemm_small(&t);
       }
     }

@@ -180,13 +180,18 @@ static void wg_task(void *ctx, int task, int thread) {
     for (int p = 0; p < pos; p++)
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
         int64_t kc = c->cg - k0 < WG_KC ? c->cg - k0 : WG_KC;
+        const float *w = c->packed + ((b / SMALL_NO * pos + p) * c->cg + k0) * SMALL_NO;
+        int64_t passes = l.ldv / SMALL_PR, lines = 2 * kc;
         for (int64_t t = 0; t < l.ldv; t += SMALL_PR) {
+          int64_t pass = t / SMALL_PR, l0 = lines * pass / passes;
           small_tile st = {.kc = kc,
                            .lda = l.ldv,
                            .a = v + p * l.ldp + k0 * l.ldv + t,
-                           .w = c->packed + ((b / SMALL_NO * pos + p) * c->cg + k0) * SMALL_NO,
+                           .w = w,
                            .c = m + p * l.ldm + t * SMALL_NO,
-                           .load_c = k0 > 0};
+                           .load_c = k0 > 0,
+                           .prefetch = passes > 1 ? w + kc * SMALL_NO + 16 * l0 : NULL,
+                           .prefetch_lines = lines * (pass + 1) / passes - l0};
           plan_gemm_small(&st);
         }
       }
