@@ -1,5 +1,6 @@
 /* The 12x32 AVX-512 micro-kernel: 24 accumulators, two column vectors and one broadcast
  * weight per step. Only built for and called on processors with AVX-512F. */
+#include <assert.h>
 #include <immintrin.h>
 #include <stdlib.h>
 #include <string.h>
@@ -46,7 +47,9 @@ TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, _
   _mm512_mask_storeu_ps(c + 16, m1, hi);
 }
 
-#define ROWS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6) X(7) X(8) X(9) X(10) X(11)
+#define ROWS4(X) X(0) X(1) X(2) X(3)
+#define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
+#define ROWS12(X) ROWS8(X) X(8) X(9) X(10) X(11)
 #define DECL(i) __m512 c##i##a = _mm512_setzero_ps(), c##i##b = _mm512_setzero_ps();
 #define LOAD(i)                                                                                    \
   if ((i) < t->mr) {                                                                               \
@@ -62,22 +65,45 @@ TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, _
 #define STORE(i)                                                                                   \
   if ((i) < t->mr) finish_row(t, (i), c##i##a, c##i##b, m0, m1);
 
-TARGET void plan_gemm_tile(const gemm_tile *t) {
-  __mmask16 m0 = tail_mask(t->nr), m1 = tail_mask(t->nr - 16);
-  ROWS(DECL)
-  if (t->load_c) {
-    ROWS(LOAD)
+/* The kernel over the rows that ROWS lists (weights still GEMM_MR apart per step). */
+#define GEMM_KERNEL(name, ROWS)                                                                    \
+  TARGET static void name(const gemm_tile *t) {                                                    \
+    __mmask16 m0 = tail_mask(t->nr), m1 = tail_mask(t->nr - 16);                                   \
+    ROWS(DECL)                                                                                     \
+    if (t->load_c) {                                                                               \
+      ROWS(LOAD)                                                                                   \
+    }                                                                                              \
+    const float *a = t->a, *b = t->b;                                                              \
+    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR, b += GEMM_NR) {                              \
+      _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \
+      __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);                                \
+      ROWS(STEP)                                                                                   \
+    }                                                                                              \
+    ROWS(STORE)                                                                                    \
   }
-  const float *a = t->a, *b = t->b;
-  for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR, b += GEMM_NR) {
-    _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);
-    __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);
-    ROWS(STEP)
-  }
-  ROWS(STORE)
+
+GEMM_KERNEL(tile_rows4, ROWS4)
+GEMM_KERNEL(tile_rows8, ROWS8)
+GEMM_KERNEL(tile_rows12, ROWS12)
+
+/* A last block of 4 or 8 rows (64, 128, 256 channels) runs a shorter kernel instead of
+ * multiplying zero rows. */
+void plan_gemm_tile(const gemm_tile *t) {
+  if (t->mr <= 4)
+    tile_rows4(t);
+  else if (t->mr <= 8)
+    tile_rows8(t);
+  else
+    tile_rows12(t);
 }
 
-#define PIXELS(X) X(0) X(1) X(2) X(3) X(4) X(5) X(6)
+#define PIXELS1(X) X(0)
+#define PIXELS2(X) PIXELS1(X) X(1)
+#define PIXELS3(X) PIXELS2(X) X(2)
+#define PIXELS4(X) PIXELS3(X) X(3)
+#define PIXELS5(X) PIXELS4(X) X(4)
+#define PIXELS6(X) PIXELS5(X) X(5)
+#define PIXELS7(X) PIXELS6(X) X(6)
 #define SDECL(i) __m512 s##i##a = _mm512_setzero_ps(), s##i##b = _mm512_setzero_ps();
 #define SLOAD(i)                                                                                   \
   s##i##a = _mm512_loadu_ps(t->c + (i)*SMALL_NO);                                                  \
@@ -92,23 +118,42 @@ TARGET void plan_gemm_tile(const gemm_tile *t) {
   _mm512_storeu_ps(t->c + (i)*SMALL_NO, s##i##a);                                                  \
   _mm512_storeu_ps(t->c + (i)*SMALL_NO + 16, s##i##b);
 
-TARGET void plan_gemm_small(const small_tile *t) {
-  PIXELS(SDECL)
-  if (t->load_c) {
-    PIXELS(SLOAD)
+/* The kernel over the pixels that PIXELS lists. */
+#define SMALL_KERNEL(name, PIXELS)                                                                 \
+  TARGET static void name(const small_tile *t) {                                                   \
+    PIXELS(SDECL)                                                                                  \
+    if (t->load_c) {                                                                               \
+      PIXELS(SLOAD)                                                                                \
+    }                                                                                              \
+    const float *a = t->a, *w = t->w;                                                              \
+    for (int64_t k = 0; k < t->kc; k++, a += t->lda, w += SMALL_NO) {                              \
+      if (t->prefetch) {                                                                           \
+        if (k < t->prefetch_lines)                                                                 \
+          _mm_prefetch((const char *)(t->prefetch + 16 * k), _MM_HINT_T0);                         \
+      } else {                                                                                     \
+        _mm_prefetch((const char *)(w + PREFETCH_FLOATS), _MM_HINT_T0);                            \
+        _mm_prefetch((const char *)(w + PREFETCH_FLOATS + 16), _MM_HINT_T0);                       \
+      }                                                                                            \
+      __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);                                \
+      PIXELS(SSTEP)                                                                                \
+    }                                                                                              \
+    PIXELS(SSTORE)                                                                                 \
   }
-  const float *a = t->a, *w = t->w;
-  for (int64_t k = 0; k < t->kc; k++, a += t->lda, w += SMALL_NO) {
-    if (t->prefetch) {
-      if (k < t->prefetch_lines) _mm_prefetch((const char *)(t->prefetch + 16 * k), _MM_HINT_T0);
-    } else {
-      _mm_prefetch((const char *)(w + PREFETCH_FLOATS), _MM_HINT_T0);
-      _mm_prefetch((const char *)(w + PREFETCH_FLOATS + 16), _MM_HINT_T0);
-    }
-    __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);
-    PIXELS(SSTEP)
-  }
-  PIXELS(SSTORE)
+
+SMALL_KERNEL(small_pixels1, PIXELS1)
+SMALL_KERNEL(small_pixels2, PIXELS2)
+SMALL_KERNEL(small_pixels3, PIXELS3)
+SMALL_KERNEL(small_pixels4, PIXELS4)
+SMALL_KERNEL(small_pixels5, PIXELS5)
+SMALL_KERNEL(small_pixels6, PIXELS6)
+SMALL_KERNEL(small_pixels7, PIXELS7)
+
+void plan_gemm_small(const small_tile *t) {
+  static void (*const by_pixels[SMALL_PR + 1])(const small_tile *) = {
+      NULL,          small_pixels1, small_pixels2, small_pixels3,
+      small_pixels4, small_pixels5, small_pixels6, small_pixels7};
+  assert(t->pixels >= 1 && t->pixels <= SMALL_PR);
+  by_pixels[t->pixels](t);
 }
 
 /* 16 output channels from ch0 for 16 pixels from p: the accumulators transposed in registers,

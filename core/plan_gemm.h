@@ -13,13 +13,14 @@
 
 bool plan_gemm_available(void);
 
-/* The small-map kernel: C^T[SMALL_PR pixels x SMALL_NO output channels] over an unpacked
+/* The small-map kernel: C^T[pixels <= SMALL_PR x SMALL_NO output channels] over an unpacked
  * input A[k][pixel] (row stride lda, one broadcast per pixel) and weights packed [k][SMALL_NO].
  * Maps of 7x7 and 14x14 pixels split into whole blocks of 7. */
 #define SMALL_PR 7
 #define SMALL_NO 32
 
 typedef struct small_tile {
+  int pixels; /* 1 to SMALL_PR: the valid pixels of a and c */
   int64_t kc, lda;
   const float *a; /* a[k * lda + pixel] */
   const float *w; /* [kc][SMALL_NO] */
@@ -32,6 +33,16 @@ typedef struct small_tile {
 } small_tile;
 
 void plan_gemm_small(const small_tile *t);
+
+/* A run of n pixels splits into ceil(n / SMALL_PR) blocks of near-equal sizes (with 3 pixels
+ * or fewer the kernel runs at half speed); block i starts at small_block_start(n, i). */
+static inline int64_t small_blocks(int64_t n) {
+  return (n + SMALL_PR - 1) / SMALL_PR;
+}
+
+static inline int64_t small_block_start(int64_t n, int64_t i) {
+  return i * n / small_blocks(n);
+}
 
 /* Writes back one block of accumulators [pixels][SMALL_NO] transposed: for rows < SMALL_NO
  * output channels, y[r][p] = acc[p][r] + bias[r] (+ res[r][p]), then ReLU. */

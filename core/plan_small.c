@@ -6,7 +6,6 @@
  * each task owns a chunk of output channels and pixels, accumulates it in a buffer and
  * writes it back transposed with the epilogue. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "plan_gemm.h"
 #include "plan_internal.h"
@@ -87,10 +86,10 @@ size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
   return (size_t)(n->conv.k * im2col_ld(&plan->values[n->out]));
 }
 
-/* The accumulators and the zero-padded copy of a last, partial pixel block. */
+/* The accumulators. */
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n) {
   (void)plan;
-  return (size_t)n->conv.mc * (size_t)n->conv.nc + (size_t)SMALL_KC * SMALL_PR;
+  return (size_t)n->conv.mc * (size_t)n->conv.nc;
 }
 
 typedef struct small_job {
@@ -102,14 +101,6 @@ typedef struct small_job {
   int64_t cols, m_tiles, n_tiles;
   int image; /* im2col: the image being run */
 } small_job;
-
-/* Rows [k0, k0 + kc) of pixels [p0, cols) into tmp[kc][SMALL_PR], zero-padded. */
-static const float *partial_block(const float *a, int64_t lda, int64_t kc, int64_t np, float *tmp) {
-  memset(tmp, 0, (size_t)(kc * SMALL_PR) * sizeof(float));
-  for (int64_t k = 0; k < kc; k++)
-    memcpy(tmp + k * SMALL_PR, a + k * lda, (size_t)np * sizeof(float));
-  return tmp;
-}
 
 /* y[m][p] = acc + bias (+ residual), then ReLU, for the task's chunk. */
 static void write_back(const small_job *j, const float *acc, int64_t m0, int64_t m1, int64_t p0,
@@ -133,7 +124,6 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
   int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   int64_t p0 = tn * c->nc, p1 = p0 + c->nc < j->cols ? p0 + c->nc : j->cols;
   float *acc = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
-  float *tmp = acc + c->mc * c->nc;
   const float *a;
   int64_t lda;
   if (c->direct) {
@@ -144,8 +134,7 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
     lda = im2col_ld(&j->plan->values[n->out]);
   }
   int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
-  int64_t tail = (p1 - p0) % SMALL_PR;
-  int64_t passes = (p1 - p0 + SMALL_PR - 1) / SMALL_PR;
+  int64_t passes = small_blocks(p1 - p0);
   for (int64_t b = 0; b < blocks; b++) {
     const float *w = c->packed + (m0 / SMALL_NO + b) * c->k * SMALL_NO;
     for (int64_t k0 = 0; k0 < c->k; k0 += SMALL_KC) {
@@ -155,14 +144,13 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
        * gives while the first pass runs. */
       const float *next = w + (k0 + kc) * SMALL_NO;
       int64_t next_lines = (b + 1 < blocks || k0 + kc < c->k) ? 2 * SMALL_KC : 0;
-      for (int64_t p = p0; p < p1; p += SMALL_PR) {
-        int64_t pass = (p - p0) / SMALL_PR;
+      for (int64_t pass = 0; pass < passes; pass++) {
+        int64_t p = p0 + small_block_start(p1 - p0, pass);
         int64_t l0 = next_lines * pass / passes, l1 = next_lines * (pass + 1) / passes;
-        bool partial = p1 - p < SMALL_PR;
-        small_tile t = {.kc = kc,
-                        .lda = partial ? SMALL_PR : lda,
-                        .a = partial ? partial_block(a + k0 * lda + p, lda, kc, tail, tmp)
-                                     : a + k0 * lda + p,
+        small_tile t = {.pixels = (int)(p0 + small_block_start(p1 - p0, pass + 1) - p),
+                        .kc = kc,
+                        .lda = lda,
+                        .a = a + k0 * lda + p,
                         .w = w + k0 * SMALL_NO,
                         .c = acc + b * c->nc * SMALL_NO + (p - p0) * SMALL_NO,
                         .load_c = k0 > 0,

@@ -1,12 +1,11 @@
 /* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) or F(4x4, 3x3) (plan_winograd.h).
  *
- * A task owns a chunk of tiles (a multiple of SMALL_PR) and of output channels. It transforms
+ * A task owns a chunk of tiles and of output channels. It transforms
  * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of
  * every position on the small-map kernel (tiles broadcast, 32 output channels in two
  * vectors), and transforms each block of 32 channels back into the output with the
  * epilogue. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "plan_gemm.h"
 #include "plan_winograd.h"
@@ -78,25 +77,25 @@ static int pack(plan_conv *c, cb_error *err) {
   return 0;
 }
 
-/* Chunks of nc tiles (V at most WG_V_FLOATS) by mc channels, of equal sizes, with a number of
- * tasks that the threads divide: first more tile chunks, then channel halves. */
+/* Chunks of nc tiles (V at most WG_V_FLOATS) by mc channels, of equal sizes to a tile, with a
+ * number of tasks that the threads divide: first more tile chunks (of at least SMALL_PR
+ * tiles), then channel halves. */
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
-  int64_t tiles = tiles_of(out, c->p.dil_h, tile), blocks = (tiles + SMALL_PR - 1) / SMALL_PR;
-  int64_t most = WG_V_FLOATS / (positions(tile) * c->cg * SMALL_PR), threads = plan->threads;
-  most = most < 1 ? 1 : most;
-  int64_t chunks = (blocks + most - 1) / most, m_tiles = 1;
+  int64_t tiles = tiles_of(out, c->p.dil_h, tile), threads = plan->threads;
+  int64_t most = WG_V_FLOATS / (positions(tile) * c->cg);
+  most = most < SMALL_PR ? SMALL_PR : most;
+  int64_t chunks = (tiles + most - 1) / most, m_tiles = 1;
   if (threads > 1 && (out[0] * chunks) % threads) {
     int64_t more = round_up(chunks, threads);
-    if (more <= blocks && more <= 2 * chunks)
+    if (more * SMALL_PR <= tiles && more <= 2 * chunks)
       chunks = more;
     else
       m_tiles = threads;
   }
-  int64_t mc = round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
-  c->mc = (int)mc;
-  c->nc = (int)((blocks + chunks - 1) / chunks * SMALL_PR);
+  c->mc = (int)round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
+  c->nc = (int)((tiles + chunks - 1) / chunks);
   c->winograd = tile;
   c->shared_panel = false;
   return pack(c, err);
@@ -119,12 +118,11 @@ size_t plan_winograd_scratch(const plan_node *n) {
   return (size_t)positions(n->conv.winograd) * (size_t)(l.ldp + l.ldm);
 }
 
-/* V[p][ch][t - t0] for tiles [t0, t1), the columns past t1 zero. */
+/* V[p][ch][t - t0] for tiles [t0, t1). */
 static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
                             const wg_layout *l, float *v) {
   const plan_conv *c = &j->node->conv;
   const wg_variant *w = variant_of(c);
-  int pos = positions(c->winograd);
   for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
     w->input_gather(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
   for (int64_t t = t0; t < t1 && j->dil == 1;) {
@@ -134,10 +132,6 @@ static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t
     w->input_segment(j, x, t / j->tiles_w, tx, (int)n, v + (t - t0), l);
     t += n;
   }
-  for (int p = 0; p < pos && t1 - t0 < l->ldv; p++)
-    for (int64_t ch = 0; ch < c->cg; ch++)
-      memset(v + p * l->ldp + ch * l->ldv + (t1 - t0), 0,
-             (size_t)(l->ldv - (t1 - t0)) * sizeof(float));
 }
 
 /* Y for channels [m0, m0 + rows) and tiles [t0, t1) with the epilogue, 16 channels at a
@@ -181,10 +175,11 @@ static void wg_task(void *ctx, int task, int thread) {
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
         int64_t kc = c->cg - k0 < WG_KC ? c->cg - k0 : WG_KC;
         const float *w = c->packed + ((b / SMALL_NO * pos + p) * c->cg + k0) * SMALL_NO;
-        int64_t passes = l.ldv / SMALL_PR, lines = 2 * kc;
-        for (int64_t t = 0; t < l.ldv; t += SMALL_PR) {
-          int64_t pass = t / SMALL_PR, l0 = lines * pass / passes;
-          small_tile st = {.kc = kc,
+        int64_t passes = small_blocks(t1 - t0), lines = 2 * kc;
+        for (int64_t pass = 0; pass < passes; pass++) {
+          int64_t t = small_block_start(t1 - t0, pass), l0 = lines * pass / passes;
+          small_tile st = {.pixels = (int)(small_block_start(t1 - t0, pass + 1) - t),
+                           .kc = kc,
                            .lda = l.ldv,
                            .a = v + p * l.ldp + k0 * l.ldv + t,
                            .w = w,
