@@ -12,7 +12,7 @@
 #include "threads.h"
 
 #define SMALL_KC 64        /* depth per pass over the buffer: its weights stay in L1 */
-#define SMALL_CT 16384     /* accumulator floats per task */
+#define SMALL_CT 16384     /* outputs per task */
 #define SMALL_MAX_COLS 256 /* larger maps need an im2col matrix too large to share */
 
 static int64_t round_up(int64_t v, int64_t m) {
@@ -86,10 +86,10 @@ size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
   return (size_t)(n->conv.k * im2col_ld(&plan->values[n->out]));
 }
 
-/* The accumulators. */
+/* The accumulators of one block of SMALL_NO channels. */
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n) {
   (void)plan;
-  return (size_t)n->conv.mc * (size_t)n->conv.nc;
+  return (size_t)SMALL_NO * (size_t)n->conv.nc;
 }
 
 typedef struct small_job {
@@ -102,20 +102,19 @@ typedef struct small_job {
   int image; /* im2col: the image being run */
 } small_job;
 
-/* y[m][p] = acc + bias (+ residual), then ReLU, for the task's chunk. */
-static void write_back(const small_job *j, const float *acc, int64_t m0, int64_t m1, int64_t p0,
-                       int64_t p1, int64_t nc, float *y, const float *res) {
-  for (int64_t m = m0; m < m1; m += SMALL_NO) {
-    small_out o = {.acc = acc + (m - m0) / SMALL_NO * nc * SMALL_NO,
-                   .rows = (int)(m1 - m < SMALL_NO ? m1 - m : SMALL_NO),
-                   .pixels = p1 - p0,
-                   .ldy = j->cols,
-                   .y = y + m * j->cols + p0,
-                   .res = res ? res + m * j->cols + p0 : NULL,
-                   .bias = j->node->conv.bias + m,
-                   .relu = j->node->relu};
-    plan_small_store(&o);
-  }
+/* y[m][p] = acc + bias (+ residual), then ReLU, for channels [m, m + rows) of the task's
+ * pixels, while the accumulators are in L1. */
+static void write_back(const small_job *j, const float *acc, int64_t m, int rows, int64_t p0,
+                       int64_t p1, float *y, const float *res) {
+  small_out o = {.acc = acc,
+                 .rows = rows,
+                 .pixels = p1 - p0,
+                 .ldy = j->cols,
+                 .y = y + m * j->cols + p0,
+                 .res = res ? res + m * j->cols + p0 : NULL,
+                 .bias = j->node->conv.bias + m,
+                 .relu = j->node->relu};
+  plan_small_store(&o);
 }
 
 static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, int thread) {
@@ -133,6 +132,9 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
     a = j->plan->shared;
     lda = im2col_ld(&j->plan->values[n->out]);
   }
+  int64_t off = img * c->o * j->cols;
+  const float *res = j->res ? j->res + off : NULL;
+  if (res && n->residual_in_place) res = j->y + off;
   int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
   int64_t passes = small_blocks(p1 - p0);
   for (int64_t b = 0; b < blocks; b++) {
@@ -152,18 +154,16 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
                         .lda = lda,
                         .a = a + k0 * lda + p,
                         .w = w + k0 * SMALL_NO,
-                        .c = acc + b * c->nc * SMALL_NO + (p - p0) * SMALL_NO,
+                        .c = acc + (p - p0) * SMALL_NO,
                         .load_c = k0 > 0,
                         .prefetch = passes > 1 ? next + 16 * l0 : NULL,
                         .prefetch_lines = l1 - l0};
         plan_gemm_small(&t);
       }
     }
+    int64_t m = m0 + b * SMALL_NO;
+    write_back(j, acc, m, (int)(m1 - m < SMALL_NO ? m1 - m : SMALL_NO), p0, p1, j->y + off, res);
   }
-  int64_t off = img * c->o * j->cols;
-  const float *res = j->res ? j->res + off : NULL;
-  if (res && n->residual_in_place) res = j->y + off;
-  write_back(j, acc, m0, m1, p0, p1, c->nc, j->y + off, res);
 }
 
 static void chunk_task(void *ctx, int task, int thread) {
