@@ -64,6 +64,22 @@ static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   return plan_winograd_pays(plan, n);
 }
 
+/* The fewest column tiles, or up to twice as many (of near-equal widths in whole slabs) when
+ * that gives every thread the same number of tasks. */
+static int64_t balanced_tiles(int64_t tiles, int64_t slabs, int64_t others, int threads) {
+  for (int64_t t = tiles; threads > 1 && t <= 2 * tiles && t <= slabs; t++)
+    if (t * others % threads == 0) return t;
+  return tiles;
+}
+
+/* Columns [n0, n1) of column tile tn: near-equal runs of whole slabs of align columns. */
+static void col_range(const plan_conv *c, int64_t cols, int64_t tn, int64_t *n0, int64_t *n1) {
+  int64_t align = c->packed ? GEMM_NR : 16, slabs = (cols + align - 1) / align;
+  int64_t a = tn * slabs / c->n_tiles * align, b = (tn + 1) * slabs / c->n_tiles * align;
+  *n0 = a < cols ? a : cols;
+  *n1 = b < cols ? b : cols;
+}
+
 /* Kernel and tiles of one convolution: Winograd (3x3 stride 1, by its cost rule), the
  * small-map kernel (CBRICK_SMALL=0 turns it off) where it pads less, else the column
  * kernel over packed slabs; OpenBLAS without AVX-512. */
@@ -85,9 +101,13 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   if (threads > 1 && n_tiles * m_tiles * out[0] * c->p.groups < 2 * threads)
     m_tiles =
         clamp64((2 * threads + n_tiles - 1) / n_tiles, m_tiles, (og + row_align - 1) / row_align);
-  c->nc = (int)nc;
   c->mc = (int)round_up((og + m_tiles - 1) / m_tiles, row_align);
   if (!fast && c->mc > og) c->mc = (int)og;
+  int64_t slabs = (cols + align - 1) / align,
+          others = (og + c->mc - 1) / c->mc * out[0] * c->p.groups;
+  c->n_tiles = (int)balanced_tiles((cols + nc - 1) / nc, slabs, others, threads);
+  c->nc = (int)((slabs + c->n_tiles - 1) / c->n_tiles * align);
+  if (c->nc > cols) c->nc = (int)(fast ? round_up(cols, align) : cols);
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
   int tile = fast ? winograd_tile(plan, n) : 0;
   if (tile) return plan_winograd_tile(plan, n, tile, err);
@@ -297,27 +317,28 @@ static const float *pack_source(const conv_job *j, int64_t img, int g) {
   return j->x + (img * j->c + (int64_t)g * c->cg) * j->h * j->w;
 }
 
-/* One channel of the padded copy: zero borders, columns split by phase. */
+/* One column phase of one channel of the padded copy, zero borders (a task per phase, so that
+ * a three-channel input still splits evenly). */
 CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;
   const cb_conv2d_params *p = &j->node->conv.p;
   int64_t rows = j->h + 2 * p->pad_h, cols = padded_cols(j->w, p), sw = p->stride_w;
-  const float *src = j->x + (int64_t)task * j->h * j->w;
-  float *dst = j->plan->padded + (int64_t)task * sw * rows * cols;
-  for (int64_t ph = 0; ph < sw; ph++)
-    for (int64_t r = 0; r < rows; r++, dst += cols) {
-      int64_t y = r - p->pad_h;
-      if (y < 0 || y >= j->h) {
-        memset(dst, 0, (size_t)cols * sizeof(float));
-        continue;
-      }
-      const float *row = src + y * j->w;
-      for (int64_t q = 0; q < cols; q++) {
-        int64_t x = q * sw + ph - p->pad_w;
-        dst[q] = x >= 0 && x < j->w ? row[x] : 0.0f;
-      }
+  int64_t ch = task / sw, ph = task % sw;
+  const float *src = j->x + ch * j->h * j->w;
+  float *dst = j->plan->padded + (ch * sw + ph) * rows * cols;
+  for (int64_t r = 0; r < rows; r++, dst += cols) {
+    int64_t y = r - p->pad_h;
+    if (y < 0 || y >= j->h) {
+      memset(dst, 0, (size_t)cols * sizeof(float));
+      continue;
     }
+    const float *row = src + y * j->w;
+    for (int64_t q = 0; q < cols; q++) {
+      int64_t x = q * sw + ph - p->pad_w;
+      dst[q] = x >= 0 && x < j->w ? row[x] : 0.0f;
+    }
+  }
 }
 
 static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_t m1, int64_t n0,
@@ -370,8 +391,8 @@ static void conv_task(void *ctx, int task, int thread) {
   int tm = rest % j->m_tiles;
   rest /= j->m_tiles;
   int g = rest % groups, img = rest / groups;
-  int64_t n0 = (int64_t)tn * c->nc, n1 = n0 + c->nc < j->cols ? n0 + c->nc : j->cols;
-  int64_t m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  int64_t n0, n1, m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  col_range(c, j->cols, tn, &n0, &n1);
   if (m0 >= m1 || n0 >= n1) return;
   if (c->packed) {
     conv_task_fast(j, g, img, m0, m1, n0, n1, thread);
@@ -413,8 +434,8 @@ static void shared_task(void *ctx, int task, int thread) {
   const conv_job *j = ctx;
   const plan_conv *c = &j->node->conv;
   int tn = task % j->n_tiles, tm = task / j->n_tiles;
-  int64_t n0 = (int64_t)tn * c->nc, n1 = n0 + c->nc < j->cols ? n0 + c->nc : j->cols;
-  int64_t m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  int64_t n0, n1, m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
+  col_range(c, j->cols, tn, &n0, &n1);
   if (m0 < m1 && n0 < n1) conv_task_fast(j, 0, j->image, m0, m1, n0, n1, thread);
 }
 
@@ -449,9 +470,9 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
                 .ow = out[3],
                 .cols = out[2] * out[3],
                 .og = n->conv.o / n->conv.p.groups};
-  j.n_tiles = (int)((j.cols + n->conv.nc - 1) / n->conv.nc);
+  j.n_tiles = n->conv.n_tiles;
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
-  if (n->conv.padded) cb_parallel_for((int)(in[0] * in[1]), pad_task, &j);
+  if (n->conv.padded) cb_parallel_for((int)(in[0] * in[1] * n->conv.p.stride_w), pad_task, &j);
   if (n->conv.shared_panel) {
     run_shared(&j, in[0]);
     return;
