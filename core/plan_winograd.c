@@ -43,10 +43,11 @@ static int64_t tiles_of(const int64_t *out, int dil, int tile) {
 
 /* The cost rule: enough channels for the transforms to pay off (with 32 they cost more than
  * the multiplies saved); F(4x4) on maps of at least 7x7 of its tiles (28x28 outputs), F(2x2)
- * on smaller ones. U (36 / 9 or 16 / 9 of the weights, read once per tile chunk) either
- * small (up to 256 KiB per position) or, up to 1 MiB per position, on a map of many tiles,
- * where the tiles' work covers its reads (not on 7x7 maps, where it would only stream from
- * memory). */
+ * on smaller ones. U (36 / 9 or 16 / 9 of the weights) at most 1 MiB per position; F(4x4)
+ * with more than 256 KiB per position only on maps of many tiles, where the tiles' work
+ * covers its reads; F(2x2) on maps of at least 4x4 of its tiles (7x7 outputs), where its
+ * reads, split across the threads by channels (plan_winograd_tile), still cost less than the
+ * direct convolution's multiplies. */
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
   const plan_conv *c = &n->conv;
   if (!plan_winograd_fits(n) || c->cg < 64 || c->o < 64 || c->o % 16) return 0;
@@ -54,7 +55,7 @@ int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
   int64_t u = c->o * c->cg, f4 = tiles_of(out, c->p.dil_h, 4), f2 = tiles_of(out, c->p.dil_h, 2);
   if (u > 262144) return 0;
   if (f4 >= 49 && (u <= 65536 || f4 >= 256)) return 4;
-  return u <= 65536 || f2 >= 256 ? 2 : 0;
+  return u <= 65536 || f2 >= 16 ? 2 : 0;
 }
 
 /* Packed U: [o / SMALL_NO][position][c][SMALL_NO] (in the order a task reads it),
@@ -78,8 +79,9 @@ static int pack(plan_conv *c, cb_error *err) {
 }
 
 /* Chunks of nc tiles (V at most WG_V_FLOATS) by mc channels, of equal sizes to a tile, with a
- * number of tasks that the threads divide: first more tile chunks (of at least SMALL_PR
- * tiles), then channel halves. */
+ * number of tasks that the threads divide: first more tile chunks (of at least two pixel
+ * blocks), else channel parts, where each thread reads only its share of U (every tile chunk
+ * reads all of it). */
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
@@ -89,7 +91,7 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   int64_t chunks = (tiles + most - 1) / most, m_tiles = 1;
   if (threads > 1 && (out[0] * chunks) % threads) {
     int64_t more = round_up(chunks, threads);
-    if (more * SMALL_PR <= tiles && more <= 2 * chunks)
+    if (more * 2 * SMALL_PR <= tiles && more <= 2 * chunks)
       chunks = more;
     else
       m_tiles = threads;
