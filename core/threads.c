@@ -15,7 +15,7 @@
 #define POOL_MAX_THREADS 64
 #define POOL_SPIN 20000  /* wait iterations before a worker sleeps */
 #define POOL_PAUSES 2000 /* of them pauses before each iteration yields */
-#define POOL_CLOSED (1 << 30)
+#define POOL_CLOSED 0xFFFFFFFFu
 
 typedef struct pool {
   pthread_mutex_t lock;
@@ -24,26 +24,45 @@ typedef struct pool {
   int n_workers;          /* started workers (threads - 1) */
   int active;             /* threads used by the next loop */
   atomic_uint generation; /* bumped per loop; workers join the loops they see */
-  atomic_int next_task, pending;
-  int n_tasks;
+  /* The running loop's generation (high half) and next task (low half, POOL_CLOSED once the
+   * loop is over): a thread late from an earlier loop cannot claim a task of this one. */
+  _Atomic uint64_t next;
+  atomic_int pending;
+  atomic_int n_tasks; /* read by late threads while the next loop is set up */
   cb_task_fn fn;
   void *ctx;
   bool stop;
 } pool;
 
 static pool the_pool = {
-    .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .next_task = POOL_CLOSED};
+    .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .next = POOL_CLOSED};
 static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* While this thread runs a task, its thread index (else -1): a parallel_for inside a task
  * runs serially on it. */
 static _Thread_local int task_thread = -1;
 
-static void run_tasks(pool *p, int thread) {
-  task_thread = thread;
+/* Takes the next task of loop gen, if that loop still has one. n_tasks, fn and ctx change
+ * only between the closing of one loop and the opening of the next, so a successful claim
+ * reads those of its own loop. */
+static bool claim(pool *p, uint32_t gen, int *task) {
+  uint64_t v = atomic_load(&p->next);
   for (;;) {
-    int t = atomic_fetch_add(&p->next_task, 1);
-    if (t >= p->n_tasks) break;
+    uint32_t t = (uint32_t)v;
+    if ((uint32_t)(v >> 32) != gen || t == POOL_CLOSED ||
+        t >= (uint32_t)atomic_load_explicit(&p->n_tasks, memory_order_relaxed))
+      return false;
+    if (atomic_compare_exchange_weak(&p->next, &v, v + 1)) {
+      *task = (int)t;
+      return true;
+    }
+  }
+}
+
+static void run_tasks(pool *p, int thread, uint32_t gen) {
+  task_thread = thread;
+  int t;
+  while (claim(p, gen, &t)) {
     p->fn(p->ctx, t, thread);
     atomic_fetch_sub(&p->pending, 1);
   }
@@ -72,7 +91,7 @@ static void *worker_main(void *arg) {
     }
     if (p->stop) return NULL;
     seen = atomic_load(&p->generation);
-    if (thread < p->active) run_tasks(p, thread);
+    if (thread < p->active) run_tasks(p, thread, (uint32_t)(atomic_load(&p->next) >> 32));
   }
 }
 
@@ -130,18 +149,19 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
       fn(ctx, t, 0);
     return;
   }
+  uint32_t gen = (uint32_t)(atomic_load(&p->next) >> 32) + 1;
   p->fn = fn;
   p->ctx = ctx;
-  p->n_tasks = n_tasks;
+  atomic_store(&p->n_tasks, n_tasks);
   atomic_store(&p->pending, n_tasks);
-  atomic_store(&p->next_task, 0);
+  atomic_store(&p->next, (uint64_t)gen << 32);
   pthread_mutex_lock(&p->lock);
   atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->wake);
   pthread_mutex_unlock(&p->lock);
-  run_tasks(p, 0);
+  run_tasks(p, 0, gen);
   for (int spins = 0; atomic_load(&p->pending) > 0; spins++)
     pool_wait(spins);
-  atomic_store(&p->next_task, POOL_CLOSED); /* a late worker takes nothing */
+  atomic_store(&p->next, (uint64_t)gen << 32 | POOL_CLOSED);
   pthread_mutex_unlock(&loop_lock);
 }

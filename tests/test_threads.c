@@ -181,3 +181,36 @@ Test(threads, registry_reads_while_plugins_load) {
   cr_assert(cb_registry_has("PLUGIN_LAYERS", "Scale"));
   cr_assert(!cb_registry_has("PLUGIN_LAYERS", "OtherScale"), "a rolled-back entry remains");
 }
+
+/* One loop of the stress test: which of its tasks ran, and whether any ran after it ended. */
+typedef struct pool_loop {
+  atomic_int runs[8];
+  atomic_bool over;
+  atomic_int *late;
+} pool_loop;
+
+static void count_task(void *ctx, int task, int thread) {
+  (void)thread;
+  pool_loop *loop = ctx;
+  if (atomic_load(&loop->over)) atomic_fetch_add(loop->late, 1);
+  atomic_fetch_add(&loop->runs[task], 1);
+}
+
+/* Back-to-back loops of 1 to 3 and of 8 tasks: every task runs exactly once, inside its own
+ * loop, also when a worker is descheduled at the end of a short loop while a longer one
+ * starts. */
+Test(threads, pool_runs_each_task_once_per_loop) {
+  cb_set_num_threads(2);
+  atomic_int late = 0;
+  for (int i = 0; i < 400000; i++) {
+    pool_loop loop = {.late = &late};
+    int n = i % 2 ? 8 : 1 + i % 3;
+    cb_parallel_for(n, count_task, &loop);
+    atomic_store(&loop.over, true);
+    for (int t = 0; t < 8; t++)
+      cr_assert_eq(atomic_load(&loop.runs[t]), t < n, "loop %d (%d tasks): task %d ran %d times", i,
+                   n, t, atomic_load(&loop.runs[t]));
+  }
+  cr_assert_eq(atomic_load(&late), 0, "%d tasks ran after their loop ended", atomic_load(&late));
+  cb_set_num_threads(0);
+}
