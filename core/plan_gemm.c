@@ -156,6 +156,24 @@ void plan_gemm_small(const small_tile *t) {
   by_pixels[t->pixels](t);
 }
 
+void plan_gemm_small_run(const small_run *r) {
+  int64_t blocks = small_blocks(r->n);
+  for (int64_t i = 0; i < blocks; i++) {
+    int64_t p = small_block_start(r->n, i);
+    int64_t l0 = r->next_lines * i / blocks, l1 = r->next_lines * (i + 1) / blocks;
+    small_tile t = {.pixels = (int)(small_block_start(r->n, i + 1) - p),
+                    .kc = r->kc,
+                    .lda = r->lda,
+                    .a = r->a + p,
+                    .w = r->w,
+                    .c = r->c + p * SMALL_NO,
+                    .load_c = r->load_c,
+                    .prefetch = blocks > 1 ? r->next + 16 * l0 : NULL,
+                    .prefetch_lines = l1 - l0};
+    plan_gemm_small(&t);
+  }
+}
+
 /* 16 output channels from ch0 for 16 pixels from p: the accumulators transposed in registers,
  * then bias, residual and ReLU per channel row. */
 TARGET static void store_block(const small_out *o, int ch0, int64_t p) {

@@ -24,7 +24,7 @@ typedef struct small_tile {
   int64_t kc, lda;
   const float *a; /* a[k * lda + pixel] */
   const float *w; /* [kc][SMALL_NO] */
-  float *c;       /* [SMALL_PR][SMALL_NO] */
+  float *c;       /* [pixels][SMALL_NO] */
   bool load_c;
   /* Lines to bring into cache, one per step from the first: the weights of the next pass
    * spread over the passes that reuse these (NULL: prefetch ahead of w instead). */
@@ -43,6 +43,21 @@ static inline int64_t small_blocks(int64_t n) {
 static inline int64_t small_block_start(int64_t n, int64_t i) {
   return i * n / small_blocks(n);
 }
+
+/* The kernel over every pixel block of a run of n pixels, for one depth chunk of kc rows:
+ * c[pixel][SMALL_NO] (+)= the run's pixels of a times w. The next lines of weights from next
+ * (the next depth chunk) are fetched a share per block: all at once, they would need more
+ * bandwidth than memory gives while the first block runs. */
+typedef struct small_run {
+  int64_t n, kc, lda;
+  const float *a, *w;
+  float *c;
+  bool load_c;
+  const float *next;
+  int64_t next_lines;
+} small_run;
+
+void plan_gemm_small_run(const small_run *r);
 
 /* Writes back one block of accumulators [pixels][SMALL_NO] transposed: for rows < SMALL_NO
  * output channels, y[r][p] = acc[p][r] + bias[r] (+ res[r][p]), then ReLU. */

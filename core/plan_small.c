@@ -136,30 +136,20 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
   const float *res = j->res ? j->res + off : NULL;
   if (res && n->residual_in_place) res = j->y + off;
   int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
-  int64_t passes = small_blocks(p1 - p0);
   for (int64_t b = 0; b < blocks; b++) {
     const float *w = c->packed + (m0 / SMALL_NO + b) * c->k * SMALL_NO;
     for (int64_t k0 = 0; k0 < c->k; k0 += SMALL_KC) {
       int64_t kc = c->k - k0 < SMALL_KC ? c->k - k0 : SMALL_KC;
-      /* The weights that follow these (next depth chunk or next block, 2 lines per step) are
-       * fetched a share per pass: all at once, they would need more bandwidth than memory
-       * gives while the first pass runs. */
-      const float *next = w + (k0 + kc) * SMALL_NO;
-      int64_t next_lines = (b + 1 < blocks || k0 + kc < c->k) ? 2 * SMALL_KC : 0;
-      for (int64_t pass = 0; pass < passes; pass++) {
-        int64_t p = p0 + small_block_start(p1 - p0, pass);
-        int64_t l0 = next_lines * pass / passes, l1 = next_lines * (pass + 1) / passes;
-        small_tile t = {.pixels = (int)(p0 + small_block_start(p1 - p0, pass + 1) - p),
-                        .kc = kc,
-                        .lda = lda,
-                        .a = a + k0 * lda + p,
-                        .w = w + k0 * SMALL_NO,
-                        .c = acc + (p - p0) * SMALL_NO,
-                        .load_c = k0 > 0,
-                        .prefetch = passes > 1 ? next + 16 * l0 : NULL,
-                        .prefetch_lines = l1 - l0};
-        plan_gemm_small(&t);
-      }
+      small_run r = {.n = p1 - p0,
+                     .kc = kc,
+                     .lda = lda,
+                     .a = a + k0 * lda + p0,
+                     .w = w + k0 * SMALL_NO,
+                     .c = acc,
+                     .load_c = k0 > 0,
+                     .next = w + (k0 + kc) * SMALL_NO,
+                     .next_lines = b + 1 < blocks || k0 + kc < c->k ? 2 * SMALL_KC : 0};
+      plan_gemm_small_run(&r);
     }
     int64_t m = m0 + b * SMALL_NO;
     write_back(j, acc, m, (int)(m1 - m < SMALL_NO ? m1 - m : SMALL_NO), p0, p1, j->y + off, res);

@@ -177,20 +177,16 @@ static void wg_task(void *ctx, int task, int thread) {
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
         int64_t kc = c->cg - k0 < WG_KC ? c->cg - k0 : WG_KC;
         const float *w = c->packed + ((b / SMALL_NO * pos + p) * c->cg + k0) * SMALL_NO;
-        int64_t passes = small_blocks(t1 - t0), lines = 2 * kc;
-        for (int64_t pass = 0; pass < passes; pass++) {
-          int64_t t = small_block_start(t1 - t0, pass), l0 = lines * pass / passes;
-          small_tile st = {.pixels = (int)(small_block_start(t1 - t0, pass + 1) - t),
-                           .kc = kc,
-                           .lda = l.ldv,
-                           .a = v + p * l.ldp + k0 * l.ldv + t,
-                           .w = w,
-                           .c = m + p * l.ldm + t * SMALL_NO,
-                           .load_c = k0 > 0,
-                           .prefetch = passes > 1 ? w + kc * SMALL_NO + 16 * l0 : NULL,
-                           .prefetch_lines = lines * (pass + 1) / passes - l0};
-          plan_gemm_small(&st);
-        }
+        small_run r = {.n = t1 - t0,
+                       .kc = kc,
+                       .lda = l.ldv,
+                       .a = v + p * l.ldp + k0 * l.ldv,
+                       .w = w,
+                       .c = m + p * l.ldm,
+                       .load_c = k0 > 0,
+                       .next = w + kc * SMALL_NO,
+                       .next_lines = 2 * kc};
+        plan_gemm_small_run(&r);
       }
     output_transform(j, m, &l, b, (int)(m1 - b < SMALL_NO ? m1 - b : SMALL_NO), t0, t1, j->y + off,
                      j->res ? j->res + off : NULL);
