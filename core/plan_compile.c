@@ -174,8 +174,10 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
     if (n->dead) continue;
     plan_value *out = &plan->values[n->out];
     plan->values_bytes += value_bytes(out);
-    int inplace = in_place_input(plan, n, i);
-    if (inplace >= 0 && arena_hand_over(&a, inplace, n->out)) {
+    int inplace = out->is_output ? -1 : in_place_input(plan, n, i);
+    if (out->is_output) {
+      out->in_caller = true;
+    } else if (inplace >= 0 && arena_hand_over(&a, inplace, n->out)) {
       out->offset = plan->values[inplace].offset;
       n->residual_in_place = n->kind == PN_CONV;
     } else if (arena_place(&a, n->out, value_bytes(out), &out->offset)) {
@@ -193,8 +195,9 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
-    plan->values[i].data =
-        plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float) : NULL;
+    plan->values[i].data = plan->arena && !plan->values[i].in_caller
+                               ? (float *)plan->arena + plan->values[i].offset / sizeof(float)
+                               : NULL;
   return 0;
 }
 

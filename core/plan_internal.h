@@ -52,7 +52,8 @@ typedef struct plan_value {
   int uses;
   int last_use;
   bool is_output;
-  size_t offset; /* in the arena */
+  bool in_caller; /* an output written straight into the tensor handed to the caller */
+  size_t offset;  /* in the arena */
   float *data;
 } plan_value;
 

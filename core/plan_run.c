@@ -2,6 +2,7 @@
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
+#include <stdlib.h>
 #include <string.h>
 #include <time.h>
 
@@ -43,8 +44,7 @@ static void run_add(const plan_node *n, const float *a, const float *b, float *y
   }
 }
 
-CB_VECTOR static void
-run_relu(const float *x, float *y, int64_t count) {
+CB_VECTOR static void run_relu(const float *x, float *y, int64_t count) {
   for (int64_t i = 0; i < count; i++)
     y[i] = fmaxf(x[i], 0.0f);
 }
@@ -67,8 +67,7 @@ static inline float max_nan(float best, float v) {
 
 /* Max pooling of one channel plane; a NaN in a window gives NaN, as in PyTorch. Each output
  * row first takes the maximum over its window's input rows, then over columns. */
-CB_VECTOR static void
-max_pool_task(void *ctx, int task, int thread) {
+CB_VECTOR static void max_pool_task(void *ctx, int task, int thread) {
   const pool_job *j = ctx;
   const cb_pool2d_params *p = &j->node->pool;
   int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
@@ -161,15 +160,61 @@ static int run_nodes(cb_plan *plan, cb_error *err) {
   return 0;
 }
 
-static int copy_outputs(cb_plan *plan, cb_tensor_list *outs, cb_error *err) {
-  for (int i = 0; i < plan->n_outputs; i++) {
-    const plan_value *v = &plan->values[plan->outputs[i]];
-    cb_tensor *t = cb_tensor_new(CB_F32, 4, v->shape, err);
-    if (!t) return -1;
-    memcpy(t->data, v->data, (size_t)numel(v) * sizeof(float));
-    if (cb_tensor_list_push(outs, t, err)) return -1;
+/* The first place each output value takes in the caller's list, its tensor made before the
+ * run so that the plan writes it directly; the input, or a value listed twice, is copied after
+ * the run. */
+static bool bound_here(const cb_plan *plan, int i) {
+  const plan_value *v = &plan->values[plan->outputs[i]];
+  for (int k = 0; k < i; k++)
+    if (plan->outputs[k] == plan->outputs[i]) return false;
+  return v->in_caller;
+}
+
+static void free_tensors(cb_tensor **t, int n) {
+  for (int i = 0; i < n; i++)
+    cb_tensor_free(t[i]);
+  free(t);
+}
+
+static cb_tensor **bind_outputs(cb_plan *plan, cb_error *err) {
+  cb_tensor **t = calloc((size_t)plan->n_outputs, sizeof *t);
+  if (!t) {
+    cb_fail(err, "plan: out of memory for %d outputs", plan->n_outputs);
+    return NULL;
   }
-  return 0;
+  for (int i = 0; i < plan->n_outputs; i++) {
+    plan_value *v = &plan->values[plan->outputs[i]];
+    if (!bound_here(plan, i)) continue;
+    if (!(t[i] = cb_tensor_empty(CB_F32, 4, v->shape, err))) {
+      free_tensors(t, plan->n_outputs);
+      return NULL;
+    }
+    v->data = t[i]->data;
+  }
+  return t;
+}
+
+static void unbind_outputs(cb_plan *plan) {
+  for (int i = 0; i < plan->n_outputs; i++)
+    if (plan->values[plan->outputs[i]].in_caller) plan->values[plan->outputs[i]].data = NULL;
+}
+
+/* Hands the outputs to outs, copying those not written in place; frees them on failure. */
+static int hand_outputs(cb_plan *plan, cb_tensor **t, cb_tensor_list *outs, cb_error *err) {
+  int rc = 0;
+  for (int i = 0; i < plan->n_outputs && !rc; i++) {
+    const plan_value *v = &plan->values[plan->outputs[i]];
+    if (!t[i] && (t[i] = cb_tensor_empty(CB_F32, 4, v->shape, err)))
+      memcpy(t[i]->data, v->data, (size_t)numel(v) * sizeof(float));
+    if (!t[i]) {
+      rc = -1;
+      break;
+    }
+    rc = cb_tensor_list_push(outs, t[i], err); /* owns or frees t[i] */
+    t[i] = NULL;
+  }
+  free_tensors(t, plan->n_outputs);
+  return rc;
 }
 
 CB_API int cb_plan_run(cb_plan *plan, const cb_tensor *x, cb_tensor_list *outs, cb_error *err) {
@@ -181,16 +226,23 @@ CB_API int cb_plan_run(cb_plan *plan, const cb_tensor *x, cb_tensor_list *outs, 
     if (x) cb_shape_format(x->ndim, x->shape, got, sizeof got);
     return cb_fail(err, "plan: expected a float32 input of shape %s, found %s", want, got);
   }
+  cb_tensor **made = bind_outputs(plan, err);
+  if (!made) return -1;
   plan->values[0].data = x->data;
   int blas_threads = openblas_get_num_threads();
   cb_set_num_threads(plan->threads);
   openblas_set_num_threads(1); /* the pool's threads each run a single-threaded gemm */
   int rc = run_nodes(plan, err);
   openblas_set_num_threads(blas_threads);
+  if (!rc)
+    rc = hand_outputs(plan, made, outs, err);
+  else
+    free_tensors(made, plan->n_outputs);
   plan->values[0].data = NULL;
+  unbind_outputs(plan);
   if (rc) return -1;
   plan->runs++;
-  return copy_outputs(plan, outs, err);
+  return 0;
 }
 
 CB_API void cb_plan_profile_enable(cb_plan *plan, bool on) {

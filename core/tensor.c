@@ -27,15 +27,18 @@ static int check_shape(cb_dtype dtype, int ndim, const int64_t *shape, int64_t *
     return cb_fail(err, "tensor: expected 0..%d dimensions, found %d", CB_MAX_DIMS, ndim);
   int64_t total = (int64_t)cb_dtype_size(dtype);
   for (int i = 0; i < ndim; i++) {
-    if (shape[i] < 0) return cb_fail(err, "tensor: dimension %d is negative (%lld)", i,
-                                     (long long)shape[i]);
+    if (shape[i] < 0)
+      return cb_fail(err, "tensor: dimension %d is negative (%lld)", i, (long long)shape[i]);
     if (shape[i] > 0 && total > CB_MAX_TENSOR_BYTES / shape[i]) {
       char text[256];
       double need = (double)cb_dtype_size(dtype);
-      for (int k = 0; k < ndim; k++) need *= (double)shape[k];
+      for (int k = 0; k < ndim; k++)
+        need *= (double)shape[k];
       cb_shape_format(ndim, shape, text, sizeof text);
-      return cb_fail(err, "tensor: shape %s is too large: %.4g GiB, above the %lld GiB one tensor "
-                     "may hold", text, need / (1 << 30), (long long)(CB_MAX_TENSOR_BYTES >> 30));
+      return cb_fail(err,
+                     "tensor: shape %s is too large: %.4g GiB, above the %lld GiB one tensor "
+                     "may hold",
+                     text, need / (1 << 30), (long long)(CB_MAX_TENSOR_BYTES >> 30));
     }
     total *= shape[i];
   }
@@ -43,7 +46,7 @@ static int check_shape(cb_dtype dtype, int ndim, const int64_t *shape, int64_t *
   return 0;
 }
 
-cb_tensor *cb_tensor_new(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err) {
+cb_tensor *cb_tensor_empty(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err) {
   int64_t bytes = 0;
   if (check_shape(dtype, ndim, shape, &bytes, err)) return NULL;
   cb_tensor *t = calloc(1, sizeof *t);
@@ -54,11 +57,17 @@ cb_tensor *cb_tensor_new(cb_dtype dtype, int ndim, const int64_t *shape, cb_erro
     cb_fail(err, "tensor: out of memory allocating %lld bytes", (long long)bytes);
     return NULL;
   }
-  memset(data, 0, padded ? padded : CB_ALIGN);
   t->dtype = dtype;
   t->ndim = ndim;
-  for (int i = 0; i < ndim; i++) t->shape[i] = shape[i];
+  for (int i = 0; i < ndim; i++)
+    t->shape[i] = shape[i];
   t->data = data;
+  return t;
+}
+
+cb_tensor *cb_tensor_new(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err) {
+  cb_tensor *t = cb_tensor_empty(dtype, ndim, shape, err);
+  if (t) memset(t->data, 0, (cb_tensor_nbytes(t) + CB_ALIGN - 1) / CB_ALIGN * CB_ALIGN);
   return t;
 }
 
@@ -81,7 +90,8 @@ void cb_tensor_free(cb_tensor *t) {
 
 int64_t cb_tensor_numel(const cb_tensor *t) {
   int64_t n = 1;
-  for (int i = 0; i < t->ndim; i++) n *= t->shape[i];
+  for (int i = 0; i < t->ndim; i++)
+    n *= t->shape[i];
   return n;
 }
 
@@ -150,7 +160,8 @@ int cb_tensor_list_push(cb_tensor_list *list, cb_tensor *t, cb_error *err) {
 }
 
 void cb_tensor_list_clear(cb_tensor_list *list) {
-  for (int i = 0; i < list->n; i++) cb_tensor_free(list->items[i]);
+  for (int i = 0; i < list->n; i++)
+    cb_tensor_free(list->items[i]);
   free(list->items);
   list->items = NULL;
   list->n = list->cap = 0;

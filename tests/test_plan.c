@@ -65,6 +65,7 @@ static cb_plan_stats check_fixture(const char *name, int threads) {
   cb_module *m = fixture_model(name, &w);
   const cb_tensor *x = fixture_tensor(w, "input");
   cb_plan *plan = compile_ok(m, x, threads);
+  cb_tensor_list first = {0};
   for (int run = 0; run < 2; run++) { /* a second run reuses the arena */
     cb_tensor_list outs = {0};
     cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s: %s", name, err.msg);
@@ -78,8 +79,19 @@ static cb_plan_stats check_fixture(const char *name, int threads) {
       snprintf(what, sizeof what, "%s %s (%d threads)", name, key, threads);
       expect_close(outs.items[i], fixture_tensor(w, key), what);
     }
+    if (run == 0) {
+      first = outs;
+      continue;
+    }
+    /* outputs are written into new tensors: the first run's stay as they were */
+    for (int i = 0; i < outs.n; i++)
+      cr_assert(
+          outs.items[i]->data != first.items[i]->data &&
+              !memcmp(outs.items[i]->data, first.items[i]->data, cb_tensor_nbytes(first.items[i])),
+          "%s: output %d of the second run differs from the first's", name, i);
     cb_tensor_list_clear(&outs);
   }
+  cb_tensor_list_clear(&first);
   cb_plan_stats s;
   cb_plan_get_stats(plan, &s);
   cb_plan_free(plan);

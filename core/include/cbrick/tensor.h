@@ -22,6 +22,8 @@ CB_API size_t cb_dtype_size(cb_dtype dtype);
 
 /* Zero-filled. Refuses negative dims, ndim > CB_MAX_DIMS and sizes that overflow. */
 CB_API cb_tensor *cb_tensor_new(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err);
+/* Like cb_tensor_new, its contents left uninitialised (for outputs about to be written). */
+CB_API cb_tensor *cb_tensor_empty(cb_dtype dtype, int ndim, const int64_t *shape, cb_error *err);
 CB_API cb_tensor *cb_tensor_new4(int64_t n, int64_t c, int64_t h, int64_t w, cb_error *err);
 CB_API cb_tensor *cb_tensor_clone(const cb_tensor *t, cb_error *err);
 CB_API void cb_tensor_free(cb_tensor *t);
@@ -29,8 +31,12 @@ CB_API void cb_tensor_free(cb_tensor *t);
 CB_API int64_t cb_tensor_numel(const cb_tensor *t);
 CB_API size_t cb_tensor_nbytes(const cb_tensor *t);
 CB_API int cb_tensor_same_shape(const cb_tensor *a, const cb_tensor *b);
-static inline float *cb_f32(const cb_tensor *t) { return (float *)t->data; }
-static inline int64_t *cb_i64(const cb_tensor *t) { return (int64_t *)t->data; }
+static inline float *cb_f32(const cb_tensor *t) {
+  return (float *)t->data;
+}
+static inline int64_t *cb_i64(const cb_tensor *t) {
+  return (int64_t *)t->data;
+}
 
 /* "1x3x224x224" both ways. */
 CB_API void cb_shape_format(int ndim, const int64_t *shape, char *buf, size_t cap);
