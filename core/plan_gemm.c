@@ -26,8 +26,8 @@ TARGET static inline __mmask16 tail_mask(int n) {
   return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
 }
 
-TARGET static void finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0,
-                              __mmask16 m1) {
+TARGET __attribute__((always_inline)) static inline void
+finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0, __mmask16 m1) {
   float *c = t->c + (i)*t->ldc;
   if (t->last) {
     __m512 b = _mm512_set1_ps(t->bias[i]);
@@ -269,11 +269,14 @@ TARGET void plan_pack_padded(float *slab, const padded_input *in, const slab_pie
   }
   int64_t plane = in->rows * in->cols;
   for (int64_t ch = 0; ch < in->channels; ch++)
-    for (int ki = 0; ki < in->kh; ki++)
+    for (int ki = 0; ki < in->kh; ki++) {
+      /* kernel column kj reads phase (kj * dil_w) % stride_w at column (kj * dil_w) / stride_w */
+      int64_t phase = 0, col = 0;
       for (int kj = 0; kj < in->kw; kj++, slab += GEMM_NR) {
-        int64_t x = (int64_t)kj * in->dil_w;
-        const float *base = in->x + (ch * in->stride_w + x % in->stride_w) * plane +
-                            (int64_t)ki * in->dil_h * in->cols + x / in->stride_w;
+        const float *base =
+            in->x + (ch * in->stride_w + phase) * plane + (int64_t)ki * in->dil_h * in->cols + col;
+        for (phase += in->dil_w; phase >= in->stride_w; phase -= in->stride_w)
+          col++;
         __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
         for (int i = 0; i < n_pieces; i++) {
           l = _mm512_mask_loadu_ps(l, lo[i], base + off[i]);
@@ -282,4 +285,5 @@ TARGET void plan_pack_padded(float *slab, const padded_input *in, const slab_pie
         _mm512_storeu_ps(slab, l);
         _mm512_storeu_ps(slab + 16, h);
       }
+    }
 }
