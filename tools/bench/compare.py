@@ -211,6 +211,7 @@ def compare(args, cbrick, cfg, weights, threads):
         row[name] = {"median_ms": statistics.median(r["median_ms"] for r in rs),
                      "min_ms": min(r["min_ms"] for r in rs),
                      "peak_rss_bytes": max(r["peak_rss_bytes"] for r in rs)}
+    row["rounds"] = {name: [r["median_ms"] for r in rs] for name, rs in results.items()}
     row["gflops"] = statistics.median(r["gflops"] for r in results["cbrick"])
     row["flops"] = results["cbrick"][0]["flops"]
     return row
@@ -246,6 +247,9 @@ def print_table(args, rows, peak, torch_version):
               f"{100 * r['gflops'] / pk:5.1f}% {cb['peak_rss_bytes'] / 2**20:10.1f} "
               f"{eager['peak_rss_bytes'] / 2**20:9.1f} "
               f"{cb['peak_rss_bytes'] / eager['peak_rss_bytes']:9.3f}")
+    for r in rows:
+        for name, ms in r["rounds"].items():
+            print(f"# {r['threads']} thr, {name} per round: " + " ".join(f"{v:.2f}" for v in ms))
     print("# FMA peak (cbrick bench --peak): "
           + ", ".join(f"{t} thr {v['peak_gflops']:.0f} GFLOP/s" for t, v in peak.items()))
     print("# GFLOP/s counts the direct convolution's FLOPs; Winograd layers execute fewer, so "
