@@ -60,7 +60,8 @@ static bool env_is(const char *value, const char *want) {
 static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   const char *env = getenv("CBRICK_WINOGRAD");
   if (env_is(env, "0")) return 0;
-  if (env_is(env, "2") || env_is(env, "4")) return plan_winograd_fits(n) ? env[0] - '0' : 0;
+  if (env_is(env, "2") || env_is(env, "4"))
+    return plan_winograd_fits(n, env[0] - '0') ? env[0] - '0' : 0;
   return plan_winograd_pays(plan, n);
 }
 
@@ -80,7 +81,7 @@ static void col_range(const plan_conv *c, int64_t cols, int64_t tn, int64_t *n0,
   *n1 = b < cols ? b : cols;
 }
 
-/* Kernel and tiles of one convolution: Winograd (3x3 stride 1, by its cost rule), the
+/* Kernel and tiles of one convolution: Winograd (3x3 stride 1 or 2, by its cost rule), the
  * small-map kernel (CBRICK_SMALL=0 turns it off) where it pads less, else the column
  * kernel over packed slabs; OpenBLAS without AVX-512. */
 int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {

@@ -24,7 +24,7 @@ typedef struct plan_conv {
   bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
   float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */
   bool shared_panel;        /* row tiles share one packed input, built first */
-  int winograd;             /* 3x3 stride 1 as F(w x w, 3x3), w = 2 or 4, else 0; packed holds U */
+  int winograd;             /* 3x3 as F(w x w, 3x3), w = 2 or 4 (2 at stride 2), else 0; packed U */
   bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
   bool padded;              /* few input channels: packed from a padded, phase-split copy */
 } plan_conv;
@@ -108,8 +108,10 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n);
 size_t plan_small_shared(const cb_plan *plan, const plan_node *n);
 void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y);
-/* Winograd F(2x2, 3x3) and F(4x4, 3x3) (plan_winograd.c). */
-bool plan_winograd_fits(const plan_node *n);
+/* Winograd F(2x2, 3x3) and F(4x4, 3x3), F(2x2, 3x3) at stride 2 (plan_winograd.c). */
+bool plan_winograd_fits(const plan_node *n, int tile);
+/* Transformed positions per tile of a Winograd convolution. */
+int plan_winograd_positions(const plan_node *n);
 /* The output tile (2 or 4) that the cost rule picks, or 0 for none. */
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n);
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);

@@ -1,4 +1,5 @@
-/* 3x3 stride-1 convolutions as Winograd F(2x2, 3x3) or F(4x4, 3x3) (plan_winograd.h).
+/* 3x3 convolutions as Winograd F(2x2, 3x3) or F(4x4, 3x3) at stride 1, F(2x2, 3x3) at stride
+ * 2 (plan_winograd.h).
  *
  * A task owns a chunk of tiles and of output channels. It transforms
  * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of
@@ -18,18 +19,26 @@ static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
 }
 
-static int positions(int tile) {
-  return (tile + 2) * (tile + 2);
-}
-
 static const wg_variant *variant_of(const plan_conv *c) {
+  if (c->p.stride_h == 2) return &wg2s2_variant;
   return c->winograd == 4 ? &wg4_variant : &wg2_variant;
 }
 
-bool plan_winograd_fits(const plan_node *n) {
+static int positions(const plan_conv *c) {
+  return variant_of(c)->positions;
+}
+
+int plan_winograd_positions(const plan_node *n) {
+  return positions(&n->conv);
+}
+
+/* Stride 1 with any dilation (the same along both axes); stride 2 undilated, F(2x2) only. */
+bool plan_winograd_fits(const plan_node *n, int tile) {
   const plan_conv *c = &n->conv;
-  return c->kh == 3 && c->kw == 3 && c->p.stride_h == 1 && c->p.stride_w == 1 &&
-         c->p.dil_h == c->p.dil_w && c->p.groups == 1;
+  const cb_conv2d_params *p = &c->p;
+  if (c->kh != 3 || c->kw != 3 || p->groups != 1 || p->stride_h != p->stride_w) return false;
+  if (p->stride_h == 2) return tile == 2 && p->dil_h == 1 && p->dil_w == 1;
+  return p->stride_h == 1 && p->dil_h == p->dil_w;
 }
 
 /* Tiles of the grid of one phase (see tile_at), some of them partly outside the map. */
@@ -50,9 +59,11 @@ static int64_t tiles_of(const int64_t *out, int dil, int tile) {
  * direct convolution's multiplies. */
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
   const plan_conv *c = &n->conv;
-  if (!plan_winograd_fits(n) || c->cg < 64 || c->o < 64 || c->o % 16) return 0;
+  if (c->cg < 64 || c->o < 64 || c->o % 16) return 0;
   const int64_t *out = plan->values[n->out].shape;
   int64_t u = c->o * c->cg, f4 = tiles_of(out, c->p.dil_h, 4), f2 = tiles_of(out, c->p.dil_h, 2);
+  if (c->p.stride_h == 2) return plan_winograd_fits(n, 2) && u <= 65536 && f2 >= 49 ? 2 : 0;
+  if (!plan_winograd_fits(n, 2)) return 0;
   if (u > 262144) return 0;
   if (f4 >= 49 && (u <= 65536 || f4 >= 256)) return 4;
   return u <= 65536 || f2 >= 16 ? 2 : 0;
@@ -61,7 +72,7 @@ int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
 /* Packed U: [o / SMALL_NO][position][c][SMALL_NO] (in the order a task reads it),
  * zero-padded channels. */
 static int pack(plan_conv *c, cb_error *err) {
-  int pos = positions(c->winograd);
+  int pos = positions(c);
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
   float *packed = calloc((size_t)(pos * blocks * SMALL_NO * c->cg), sizeof(float));
   if (!packed) return cb_fail(err, "plan: out of memory packing Winograd weights");
@@ -84,9 +95,10 @@ static int pack(plan_conv *c, cb_error *err) {
  * reads all of it). */
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
+  c->winograd = tile;
   const int64_t *out = plan->values[n->out].shape;
   int64_t tiles = tiles_of(out, c->p.dil_h, tile), threads = plan->threads;
-  int64_t most = WG_V_FLOATS / (positions(tile) * c->cg);
+  int64_t most = WG_V_FLOATS / (positions(c) * c->cg);
   most = most < SMALL_PR ? SMALL_PR : most;
   int64_t chunks = (tiles + most - 1) / most, m_tiles = 1;
   if (threads > 1 && (out[0] * chunks) % threads) {
@@ -98,7 +110,6 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   }
   c->mc = (int)round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
   c->nc = (int)((tiles + chunks - 1) / chunks);
-  c->winograd = tile;
   c->shared_panel = false;
   return pack(c, err);
 }
@@ -117,7 +128,7 @@ static wg_layout layout_of(const plan_conv *c, int64_t tiles) {
 /* V, then M for one block of SMALL_NO channels. */
 size_t plan_winograd_scratch(const plan_node *n) {
   wg_layout l = layout_of(&n->conv, n->conv.nc);
-  return (size_t)positions(n->conv.winograd) * (size_t)(l.ldp + l.ldm);
+  return (size_t)positions(&n->conv) * (size_t)(l.ldp + l.ldm);
 }
 
 /* V[p][ch][t - t0] for tiles [t0, t1). */
@@ -162,7 +173,7 @@ static void wg_task(void *ctx, int task, int thread) {
   const wg_job *j = ctx;
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
-  int pos = positions(c->winograd);
+  int pos = positions(c);
   int64_t per_image = j->n_tiles * j->m_tiles, img = task / per_image, rest = task % per_image;
   int64_t tn = rest % j->n_tiles, tm = rest / j->n_tiles;
   int64_t t0 = tn * c->nc, t1 = t0 + c->nc < j->tiles ? t0 + c->nc : j->tiles;

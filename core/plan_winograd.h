@@ -70,9 +70,17 @@ static inline void wg_gather_setup(const wg_job *j, int64_t t0, int64_t t1, int 
   }
 }
 
+/* Columns 4i + b (i < 16) of the 64 floats in l[0..3]; idx = 4i + b modulo 32. */
+__attribute__((target("avx512f"))) static inline __m512 wg_every_fourth(const __m512 *l,
+                                                                        __m512i idx) {
+  return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(l[0], idx, l[1]),
+                              _mm512_permutex2var_ps(l[2], idx, l[3]));
+}
+
 /* One Winograd variant's transforms, on 16 tiles per vector. */
 typedef struct wg_variant {
-  int tile; /* outputs per tile side; (tile + 2)^2 positions */
+  int tile;      /* outputs per tile side */
+  int positions; /* (tile + 2)^2 at stride 1 */
   /* U for one 3x3 kernel g */
   void (*weight_transform)(const float *g, float *u);
   /* V of n <= 16 tiles of one tile row from tile (ty, tx) (undilated), or of tiles [t0, t1)
@@ -89,7 +97,12 @@ typedef struct wg_variant {
                          int64_t t0, int64_t t1, float *y, const float *res);
 } wg_variant;
 
-extern const wg_variant wg2_variant, wg4_variant;
+extern const wg_variant wg2_variant, wg4_variant, wg2s2_variant;
+
+/* Writes 2x2 output tiles of one tile row with the epilogue (plan_winograd2.c): out[a * 2 +
+ * b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
+void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,
+                     int64_t tx, int n, float *y, const float *res);
 
 /* The dilated outputs: v (16 channels from ch, rows of them valid) plus bias, residual and
  * ReLU, at output (oy, ox) of each channel plane. */

@@ -111,34 +111,12 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
-/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows < 16 channels from ch: the
- * 2x2 outputs A^T M A (A^T = [[1,1,1,0],[0,1,-1,-1]]) of each tile, transposed to one vector
- * of tiles per channel, then interleaved into output rows with bias, residual and ReLU.
- * m points at the first tile's 16 channels, positions ldm floats apart. */
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
-  __m512 out[4][16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i++) {
-    if (i >= n) {
-      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
-      continue;
-    }
-    __m512 s[WG_POS], r0[4], r1[4];
-#pragma GCC unroll 16
-    for (int p = 0; p < WG_POS; p++)
-      s[p] = _mm512_loadu_ps(m + p * ldm + i * SMALL_NO);
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++) {
-      r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-      r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-    }
-    out[0][i] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
-    out[1][i] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
-    out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
-    out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
-  }
+/* Writes the 2x2 outputs of n <= 16 tiles of one tile row (ty, tx) for rows <= 16 channels
+ * from ch: out[a * 2 + b][i] holds output (a, b) of tile i, 16 channels per vector; they are
+ * transposed to one vector of tiles per channel, then interleaved into output rows with bias,
+ * residual and ReLU. */
+TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,
+                            int64_t tx, int n, float *y, const float *res) {
 #pragma GCC unroll 16
   for (int k = 0; k < 4; k++)
     transpose16(out[k]);
@@ -166,6 +144,36 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
       _mm512_mask_storeu_ps(y + at, m0, v0);
       _mm512_mask_storeu_ps(y + at + 16, m1, v1);
     }
+}
+
+/* Outputs of n <= 16 tiles of one tile row (ty, tx): the 2x2 outputs A^T M A (A^T =
+ * [[1,1,1,0],[0,1,-1,-1]]) of each tile, m pointing at the first tile's 16 channels,
+ * positions ldm floats apart. */
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  __m512 out[4][16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++) {
+    if (i >= n) {
+      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
+      continue;
+    }
+    __m512 s[WG_POS], r0[4], r1[4];
+#pragma GCC unroll 16
+    for (int p = 0; p < WG_POS; p++)
+      s[p] = _mm512_loadu_ps(m + p * ldm + i * SMALL_NO);
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++) {
+      r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
+      r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
+    }
+    out[0][i] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
+    out[1][i] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
+    out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
+    out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
+  }
+  wg2_store_tiles(j, out, ch, rows, ty, tx, n, y, res);
 }
 
 /* The dilated case: the 2x2 outputs of each tile, dil apart, scattered over 16 channels. */
@@ -200,6 +208,7 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
 }
 
 const wg_variant wg2_variant = {.tile = 2,
+                                .positions = 16,
                                 .weight_transform = weight_transform,
                                 .input_segment = transform_segment,
                                 .input_gather = gather_tiles,

@@ -104,12 +104,6 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
-/* Columns 4i + b (i < 16) of the 64 floats in l[0..3]. */
-TARGET static inline __m512 every_fourth(const __m512 *l, __m512i idx) {
-  return _mm512_mask_blend_ps(0xFF00, _mm512_permutex2var_ps(l[0], idx, l[1]),
-                              _mm512_permutex2var_ps(l[2], idx, l[3]));
-}
-
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
  * row of the 6x6 patches is eight loads (at the patches' columns 0 and 4), split into the
  * columns of each patch. */
@@ -150,7 +144,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
         l[q] = _mm512_maskz_loadu_ps(m[q], row + 16 * (q % 4) + 4 * (q / 4));
 #pragma GCC unroll 16
       for (int b = 0; b < 6; b++)
-        d[b] = every_fourth(l + 4 * (b / 4), idx[b % 4]);
+        d[b] = wg_every_fourth(l + 4 * (b / 4), idx[b % 4]);
       bt6(d, e[a]);
     }
 #pragma GCC unroll 16
@@ -291,6 +285,7 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
 }
 
 const wg_variant wg4_variant = {.tile = 4,
+                                .positions = 36,
                                 .weight_transform = weight_transform,
                                 .input_segment = transform_segment,
                                 .input_gather = gather_tiles,

@@ -226,6 +226,7 @@ Test(plan, opaque_out_of_tree_plugin) {
   cb_rng rng;
   cb_rng_seed(&rng, 3);
   cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  randomize_norms(m, &rng);
   cb_module_train(m, false);
   const int64_t shape[4] = {2, 3, 37, 45};
   compare_with_reference(m, shape, 2);
@@ -253,6 +254,7 @@ Test(plan, odd_shapes_match_reference) {
   cb_rng rng;
   cb_rng_seed(&rng, 5);
   cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  randomize_norms(m, &rng);
   cb_module_train(m, false);
   const int64_t a[4] = {2, 3, 67, 33}, b[4] = {1, 3, 96, 128};
   compare_with_reference(m, a, 2);
@@ -269,6 +271,7 @@ static cb_module *random_resnet(const char *json, uint64_t seed) {
   cb_rng rng;
   cb_rng_seed(&rng, seed);
   cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
+  randomize_norms(m, &rng);
   cb_module_train(m, false);
   return m;
 }
@@ -299,6 +302,27 @@ Test(plan, winograd_odd_sizes) {
   compare_with_reference(m, b, 1);
   setenv("CBRICK_WINOGRAD", "0", 1);
   cr_assert_eq(count_winograd(m, a), 0, "CBRICK_WINOGRAD=0 turns it off");
+  unsetenv("CBRICK_WINOGRAD");
+  cb_module_free(m);
+}
+
+/* Stride-2 3x3 convolutions as Winograd F(2x2, 3x3) over 5x5 patches: bottlenecks whose
+ * layer2.0.conv2 halves a map with odd sides, batch 2, by the cost rule and forced. */
+Test(plan, winograd_stride2) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 50, \"num_stages\": 2, "
+                               "\"strides\": [1, 2], \"dilations\": [1, 1], "
+                               "\"out_indices\": [0, 1]}",
+                               19);
+  const int64_t a[4] = {2, 3, 123, 101}, b[4] = {1, 3, 50, 38};
+  int used = count_winograd(m, a);
+  if (used == 0) cr_skip_test("no AVX-512 here: Winograd runs on the AVX-512 kernels only");
+  /* layer1's three 3x3 convs, layer2.0.conv2 at stride 2 (8x7 tiles), layer2.1-3's three */
+  cr_assert_eq(used, 7, "Winograd convs: %d", used);
+  compare_with_reference(m, a, 2);
+  setenv("CBRICK_WINOGRAD", "2", 1);
+  cr_assert_eq(count_winograd(m, b), 7, "CBRICK_WINOGRAD=2 applies at stride 2 too");
+  compare_with_reference(m, b, 1);
+  compare_with_reference(m, a, 3);
   unsetenv("CBRICK_WINOGRAD");
   cb_module_free(m);
 }

@@ -29,29 +29,12 @@ static const char *kind_at(const cb_module *m, const char *dotted) {
 
 /* ---- weights and outputs ---- */
 
-static bool ends_with(const char *s, const char *tail) {
-  size_t n = strlen(s), t = strlen(tail);
-  return n >= t && strcmp(s + n - t, tail) == 0;
-}
-
-/* Kaiming convs (the default init) and random norm affines and statistics, so that every
- * branch contributes. */
-static int randomize_norm(const char *name, cb_param *p, void *ud) {
-  cb_rng *rng = ud;
-  if (p->tensor->dtype != CB_F32 || strstr(name, "conv") || strstr(name, "downsample.0")) return 0;
-  if (ends_with(name, ".running_var") || ends_with(name, ".weight"))
-    cb_init_uniform(p->tensor, 0.5, 1.5, rng);
-  else if (ends_with(name, ".running_mean") || ends_with(name, ".bias"))
-    cb_init_uniform(p->tensor, -0.2, 0.2, rng);
-  return 0;
-}
-
 static void randomize(cb_module *m, uint64_t seed) {
   cb_error err = {0};
   cb_rng rng;
   cb_rng_seed(&rng, seed);
   cr_assert_eq(cb_module_init_weights(m, &rng, &err), 0, "%s", err.msg);
-  cb_module_visit_state(m, randomize_norm, &rng);
+  randomize_norms(m, &rng);
 }
 
 typedef struct copy_state {
@@ -142,17 +125,19 @@ Test(resnet_blocks, custom_block_tree_and_state_names) {
 }
 
 Test(resnet_blocks, stage_blocks_list_and_depth_table) {
-  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"block\": {\"type\": "
-                          "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, "
-                          "2]}}");
+  cb_module *m =
+      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"block\": {\"type\": "
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, "
+                        "2]}}");
   cr_assert_not_null(cb_module_find(m, "layer4.1"));
   cr_assert_null(cb_module_find(m, "layer4.2"));
   cr_assert_null(cb_module_find(m, "layer1.2"));
   cb_module_free(m);
 
-  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 38, " NARROW ", \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 2, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
-               "\"38\": [3, 3, 3, 3]}}}");
+  m = build_backbone_ok(
+      "{\"type\": \"ResNet\", \"depth\": 38, " NARROW ", \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 2, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
+      "\"38\": [3, 3, 3, 3]}}}");
   cr_assert_not_null(cb_module_find(m, "layer2.2"));
   cr_assert_null(cb_module_find(m, "layer2.3"));
   /* expansion 2: conv3 has planes * 2 channels, and the next stage starts from them */
@@ -161,17 +146,18 @@ Test(resnet_blocks, stage_blocks_list_and_depth_table) {
   cr_assert_eq(cb_module_find_param(m, "layer2.0.downsample.0.weight")->tensor->shape[0], 32);
   cb_module_free(m);
 
-  m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"num_stages\": 2, "
-               "\"strides\": [1, 2], \"dilations\": [1, 1], \"out_indices\": [1], \"block\": "
-               "{\"type\": \"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [1, 3]}}");
+  m = build_backbone_ok(
+      "{\"type\": \"ResNet\", \"depth\": 26, " NARROW ", \"num_stages\": 2, "
+      "\"strides\": [1, 2], \"dilations\": [1, 1], \"out_indices\": [1], \"block\": "
+      "{\"type\": \"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [1, 3]}}");
   cr_assert_not_null(cb_module_find(m, "layer2.2"));
   cr_assert_null(cb_module_find(m, "layer3"));
   cb_module_free(m);
 }
 
 Test(resnet_blocks, variants_take_a_block) {
-  cb_module *m =
-      build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, " NARROW ", \"block\": " SCALED "}");
+  cb_module *m = build_backbone_ok("{\"type\": \"ResNetV1d\", \"depth\": 50, " NARROW
+                                   ", \"block\": " SCALED "}");
   cr_assert_str_eq(cb_module_kind(m), "ResNetV1d");
   cr_assert_str_eq(kind_at(m, "layer2.0.downsample.0"), "AvgPool2d");
   cr_assert(has(m, "layer2.0.downsample.1.weight") && has(m, "layer2.0.gamma"));
@@ -179,8 +165,9 @@ Test(resnet_blocks, variants_take_a_block) {
 }
 
 Test(resnet_blocks, block_receives_the_gamma_init_argument) {
-  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
-                          "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.25}}");
+  cb_module *m =
+      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.25}}");
   cr_assert_float_eq(cb_f32(cb_module_find_param(m, "layer3.2.gamma")->tensor)[0], 0.25f, 1e-7);
   cb_module_free(m);
 }
@@ -223,8 +210,9 @@ Test(resnet_blocks, gamma_one_equals_plain_bottleneck) {
 /* The plan runs the custom blocks as opaque nodes through their forward. */
 Test(resnet_blocks, plan_runs_custom_blocks_as_opaque_nodes) {
   cb_error err = {0};
-  cb_module *m = build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
-                          "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.7}}");
+  cb_module *m =
+      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", \"block\": {\"type\": "
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"gamma_init\": 0.7}}");
   randomize(m, 3);
   cb_tensor *x = input(5);
   cb_tensor_list want = {0}, got = {0};
@@ -287,7 +275,7 @@ static void expect_same_model(const char *default_text, const char *block_text) 
   if (!last_norm) last_norm = cb_module_find_param(b, "layer1.0.bn2.weight");
   cr_assert_float_eq(cb_f32(last_norm->tensor)[0], 0.0f, 0, "zero_init_residual reaches it");
   cr_assert_eq(different_tensors(b, a), 0, "%s: initialised differently", block_text);
-  cb_module_visit_state(a, randomize_norm, &ra);
+  randomize_norms(a, &ra);
   cr_assert_eq(copy_weights(b, a), 0);
   cb_tensor *x = input(9);
   cb_tensor_list want = {0}, got = {0};
@@ -330,10 +318,10 @@ Test(resnet_blocks, builtin_block_keeps_plugins_dcn_caffe_and_groups) {
                     "{\"type\": \"ResNeXt\", \"depth\": 50, " NARROW ", \"groups\": 4, "
                     "\"base_width\": 4, \"dilations\": [1, 1, 2, 4], \"strides\": [1, 2, 1, 1], "
                     "\"multi_grid\": [1, 2, 4], \"block\": {\"type\": \"Bottleneck\"}}");
-  cb_module *m =
-      build_backbone_ok("{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", " DCN ", \"block\": {\"type\": "
-               "\"Bottleneck\"}, \"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": "
-               "\"after_conv3\", \"stages\": [false, true, false, false]}]}");
+  cb_module *m = build_backbone_ok(
+      "{\"type\": \"ResNet\", \"depth\": 50, " NARROW ", " DCN ", \"block\": {\"type\": "
+      "\"Bottleneck\"}, \"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": "
+      "\"after_conv3\", \"stages\": [false, true, false, false]}]}");
   cr_assert_str_eq(kind_at(m, "layer2.0.conv2"), "Conv2d", "fallback_on_stride: the first one");
   cr_assert_str_eq(kind_at(m, "layer2.1.conv2"), "DeformConv2dPack");
   cr_assert_str_eq(kind_at(m, "layer4.0.conv2"), "DeformConv2dPack");
@@ -373,8 +361,8 @@ Test(resnet_blocks, builtin_entries_build_alone) {
 Test(resnet_blocks, unknown_block_type_lists_the_registry) {
   cb_error err = {0};
   cb_module *m = build_backbone_text("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-                            "\"ScaledBotleneck\", \"expansion\": 4}}",
-                            &err);
+                                     "\"ScaledBotleneck\", \"expansion\": 4}}",
+                                     &err);
   cr_assert_null(m);
   cr_assert(strstr(err.msg, "model.backbone.block.type: 'ScaledBotleneck' is not in the "
                             "RES_BLOCKS registry (did you mean 'ScaledBottleneck'?"),
@@ -382,102 +370,120 @@ Test(resnet_blocks, unknown_block_type_lists_the_registry) {
   cr_assert(strstr(err.msg, "BasicBlock") && strstr(err.msg, "Bottleneck, ScaledBottleneck"), "%s",
             err.msg);
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"expansion\": 4}}",
-               "model.backbone.block.type: required (a name in the RES_BLOCKS registry)");
+                        "model.backbone.block.type: required (a name in the RES_BLOCKS registry)");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": \"Bottleneck\"}",
-               "model.backbone.block: expected");
+                        "model.backbone.block: expected");
 }
 
 Test(resnet_blocks, expansion_errors) {
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+      "\"ScaledBottleneck\"}}",
+      "model.backbone.block.expansion: required for block type 'ScaledBottleneck'");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
+      "\"expansion\": 2}}",
+      "model.backbone.block.expansion: Bottleneck's expansion is 4, found 2");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 0}}",
+      "model.backbone.block.expansion: expected an integer from 1 to 64, found 0");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\"}}",
-               "model.backbone.block.expansion: required for block type 'ScaledBottleneck'");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
-               "\"expansion\": 2}}",
-               "model.backbone.block.expansion: Bottleneck's expansion is 4, found 2");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 0}}",
-               "model.backbone.block.expansion: expected an integer from 1 to 64, found 0");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": \"4\"}}",
-               "model.backbone.block.expansion: expected an integer");
+                        "\"ScaledBottleneck\", \"expansion\": \"4\"}}",
+                        "model.backbone.block.expansion: expected an integer");
 }
 
 Test(resnet_blocks, stage_blocks_errors) {
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2]}}",
+      "model.backbone.block.stage_blocks: expected 4 block counts (one per stage), "
+      "found 3");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2, 2]}}",
+      "expected 4 block counts (one per stage), found 5");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 0, 2, 2]}}",
+      "model.backbone.block.stage_blocks: item 1: expected a positive integer up to "
+      "1024, found 0");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2]}}",
-               "model.backbone.block.stage_blocks: expected 4 block counts (one per stage), "
-               "found 3");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2, 2]}}",
-               "expected 4 block counts (one per stage), found 5");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 0, 2, 2]}}",
-               "model.backbone.block.stage_blocks: item 1: expected a positive integer up to "
-               "1024, found 0");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, -1, 2, 2]}}",
-               "item 1: expected a positive integer up to 1024, found -1");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, \"2\", 2, 2]}}",
-               "item 1: expected a positive integer up to 1024, found a string");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": 2}}",
-               "stage_blocks: expected a list of block counts, one per stage, found a number");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"num_stages\": 3, \"strides\": [1, 2, 2], "
-               "\"dilations\": [1, 1, 1], \"out_indices\": [2], \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2]}}",
-               "stage_blocks: expected 3 to 4 block counts (one per stage, num_stages = 3), "
-               "found 2");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 38, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"38\": [1, 1, 1]}}}",
-               "model.backbone.block.stage_blocks.38: expected 4 block counts");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2]}, "
-               "\"multi_grid\": [1]}",
-               "multi_grid: expected a dilation for each of the 2 blocks of the last stage");
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, -1, 2, 2]}}",
+                        "item 1: expected a positive integer up to 1024, found -1");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, \"2\", 2, 2]}}",
+      "item 1: expected a positive integer up to 1024, found a string");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": 2}}",
+      "stage_blocks: expected a list of block counts, one per stage, found a number");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"num_stages\": 3, \"strides\": [1, 2, 2], "
+      "\"dilations\": [1, 1, 1], \"out_indices\": [2], \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2]}}",
+      "stage_blocks: expected 3 to 4 block counts (one per stage, num_stages = 3), "
+      "found 2");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 38, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"38\": [1, 1, 1]}}}",
+      "model.backbone.block.stage_blocks.38: expected 4 block counts");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": [2, 2, 2, 2]}, "
+      "\"multi_grid\": [1]}",
+      "multi_grid: expected a dilation for each of the 2 blocks of the last stage");
 }
 
 Test(resnet_blocks, depth_must_have_blocks) {
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
-               "\"38\": [3, 3, 3, 3]}}}",
-               "model.backbone.depth: invalid depth 50 for resnet with block type "
-               "'ScaledBottleneck': expected one of the depths of block.stage_blocks (26, 38)");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26, \"block\": " SCALED "}",
-               "model.backbone.depth: invalid depth 26 for resnet: expected one of 18, 34, 50, "
-               "101, 152, or give the block's own stage_blocks");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
+      "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": {\"26\": [2, 2, 2, 2], "
+      "\"38\": [3, 3, 3, 3]}}}",
+      "model.backbone.depth: invalid depth 50 for resnet with block type "
+      "'ScaledBottleneck': expected one of the depths of block.stage_blocks (26, 38)");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 26, \"block\": " SCALED "}",
+      "model.backbone.depth: invalid depth 26 for resnet: expected one of 18, 34, 50, "
+      "101, 152, or give the block's own stage_blocks");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 0, \"block\": " SCALED "}",
-               "model.backbone.depth: invalid depth 0");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26}", "model.backbone.depth: invalid depth 26");
+                        "model.backbone.depth: invalid depth 0");
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 26}",
+                        "model.backbone.depth: invalid depth 26");
 }
 
 Test(resnet_blocks, keys_resnet_passes_are_refused_in_block) {
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"stride\": 2}}",
-               "model.backbone.block.stride: ResNet passes stride to every block itself");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
-               "\"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}}",
-               "model.backbone.block.norm_cfg: ResNet passes norm_cfg to every block itself");
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"stride\": 2}}",
+                        "model.backbone.block.stride: ResNet passes stride to every block itself");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"Bottleneck\", "
+      "\"norm_cfg\": {\"type\": \"GN\", \"num_groups\": 2}}}",
+      "model.backbone.block.norm_cfg: ResNet passes norm_cfg to every block itself");
 }
 
 Test(resnet_blocks, block_argument_errors_name_the_block) {
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4, \"gama_init\": 0.5}}",
-               "model.backbone.block.gama_init: unknown key for type 'ScaledBottleneck'");
+                        "\"ScaledBottleneck\", \"expansion\": 4, \"gama_init\": 0.5}}",
+                        "model.backbone.block.gama_init: unknown key for type 'ScaledBottleneck'");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": "
-               "\"ScaledBottleneck\", \"expansion\": 4}, \"dcn\": {\"type\": \"DCN\"}, "
-               "\"stage_with_dcn\": [false, true, true, true]}",
-               "model.backbone.block.dcn: ScaledBottleneck takes no dcn");
+                        "\"ScaledBottleneck\", \"expansion\": 4}, \"dcn\": {\"type\": \"DCN\"}, "
+                        "\"stage_with_dcn\": [false, true, true, true]}",
+                        "model.backbone.block.dcn: ScaledBottleneck takes no dcn");
   expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": " SCALED ", \"plugins\": "
-               "[{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv2\"}]}",
-               "model.backbone.block.plugins: ScaledBottleneck takes no plugins");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"BasicBlock\"}, "
-               "\"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv3\"}]}",
-               "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": {\"type\": "
-               "\"BasicBlock\"}}",
-               "model.backbone.groups: grouped convolutions need Bottleneck blocks, found block "
-               "type BasicBlock");
-  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": " SCALED "}",
-               "model.backbone.block.groups: unknown key for type 'ScaledBottleneck'");
+                        "[{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv2\"}]}",
+                        "model.backbone.block.plugins: ScaledBottleneck takes no plugins");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"block\": {\"type\": \"BasicBlock\"}, "
+      "\"plugins\": [{\"cfg\": {\"type\": \"Scale\"}, \"position\": \"after_conv3\"}]}",
+      "plugins[0].position: expected 'after_conv1' or 'after_conv2' (BasicBlock)");
+  expect_backbone_error(
+      "{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": {\"type\": "
+      "\"BasicBlock\"}}",
+      "model.backbone.groups: grouped convolutions need Bottleneck blocks, found block "
+      "type BasicBlock");
+  expect_backbone_error("{\"type\": \"ResNet\", \"depth\": 50, \"groups\": 2, \"block\": " SCALED
+                        "}",
+                        "model.backbone.block.groups: unknown key for type 'ScaledBottleneck'");
 }

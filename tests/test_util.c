@@ -89,3 +89,22 @@ void expect_backbone_error(const char *text, const char *needle) {
   cr_assert_null(m, "built %s, expected an error with '%s'", text, needle);
   cr_assert(strstr(err.msg, needle), "error for %s:\n  %s\nlacks '%s'", text, err.msg, needle);
 }
+
+static bool ends_with(const char *s, const char *tail) {
+  size_t n = strlen(s), t = strlen(tail);
+  return n >= t && strcmp(s + n - t, tail) == 0;
+}
+
+static int randomize_norm(const char *name, cb_param *p, void *ud) {
+  cb_rng *rng = ud;
+  if (p->tensor->dtype != CB_F32 || strstr(name, "conv") || strstr(name, "downsample.0")) return 0;
+  if (ends_with(name, ".running_var") || ends_with(name, ".weight"))
+    cb_init_uniform(p->tensor, 0.5, 1.5, rng);
+  else if (ends_with(name, ".running_mean") || ends_with(name, ".bias"))
+    cb_init_uniform(p->tensor, -0.2, 0.2, rng);
+  return 0;
+}
+
+void randomize_norms(cb_module *m, cb_rng *rng) {
+  cb_module_visit_state(m, randomize_norm, rng);
+}

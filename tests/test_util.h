@@ -35,4 +35,9 @@ cb_module *build_backbone_ok(const char *text);
 /* The config must fail to build with an error containing needle. */
 void expect_backbone_error(const char *text, const char *needle);
 
+/* Random norm affines and statistics (weight and running_var in [0.5, 1.5], bias and
+ * running_mean in [-0.2, 0.2]) over the init's, so that every residual branch contributes
+ * (mmseg's init zeroes each block's last norm). */
+void randomize_norms(cb_module *m, cb_rng *rng);
+
 #endif

@@ -1,0 +1,154 @@
+/* Winograd F(2x2, 3x3) at stride 2: 5x5 input patches 4 apart, 25 positions, 2x2 outputs per
+ * tile; 1.44x fewer multiplies than the direct convolution (36 per tile).
+ *
+ * Along one axis, the taps 0 and 2 of a stride-2 kernel read the even inputs of the patch and
+ * tap 1 the odd ones: y0 = g0 d0 + g1 d1 + g2 d2, y1 = g0 d2 + g1 d3 + g2 d4. The even part
+ * is F(2, 2) on (d0, d2, d4) with the kernel (g0, g2), the odd part two plain products:
+ *   V = B^T d  = [d0 - d2, d2, d4 - d2, d1, d3]
+ *   U = G g    = [g0, g0 + g2, g2, g1, g1]
+ *   Y = A^T M  = [M0 + M1 + M3, M1 + M2 + M4]
+ * Only additions: the products round as the direct convolution's do. */
+#include <immintrin.h>
+
+#include "plan_gemm.h"
+#include "plan_simd.h"
+#include "plan_winograd.h"
+
+#define WG_SIDE 5
+#define WG_POS 25
+#define TARGET __attribute__((target("avx512f,fma")))
+
+static void g_times(const float *in, int stride, float *out) {
+  float a = in[0], b = in[stride], c = in[2 * stride];
+  out[0] = a;
+  out[1] = a + c;
+  out[2] = c;
+  out[3] = b;
+  out[4] = b;
+}
+
+/* U = G g G^T for one 3x3 kernel g. */
+static void weight_transform(const float *g, float *u) {
+  float t[WG_SIDE][3], col[WG_SIDE];
+  for (int j = 0; j < 3; j++) {
+    g_times(g + j, 3, col);
+    for (int i = 0; i < WG_SIDE; i++)
+      t[i][j] = col[i];
+  }
+  for (int i = 0; i < WG_SIDE; i++)
+    g_times(t[i], 1, u + i * WG_SIDE);
+}
+
+/* B^T d for five vectors. */
+TARGET static inline void bt5(const __m512 *d, __m512 *r) {
+  r[0] = _mm512_sub_ps(d[0], d[2]);
+  r[1] = d[2];
+  r[2] = _mm512_sub_ps(d[4], d[2]);
+  r[3] = d[1];
+  r[4] = d[3];
+}
+
+/* A^T m for five vectors: two outputs. */
+TARGET static inline void at5(const __m512 *m, __m512 *o) {
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[3]);
+  o[1] = _mm512_add_ps(_mm512_add_ps(m[1], m[2]), m[4]);
+}
+
+/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
+ * row of the 5x5 patches is eight loads (at the patches' columns 0 and 4), split into the
+ * columns of each patch. */
+TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
+                                     float *v, const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp;
+  int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
+  __mmask16 m[8];
+#pragma GCC unroll 16
+  for (int q = 0; q < 8; q++)
+    m[q] = wg_inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
+  bool row_in[WG_SIDE];
+#pragma GCC unroll 16
+  for (int a = 0; a < WG_SIDE; a++)
+    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
+  __m512i four =
+      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+  __m512i idx[4];
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; b++)
+    idx[b] = _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
+  __mmask16 store = (__mmask16)((1u << n) - 1);
+  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+    __m512 e[WG_SIDE][WG_SIDE];
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++) {
+      if (!row_in[a]) {
+#pragma GCC unroll 16
+        for (int b = 0; b < WG_SIDE; b++)
+          e[a][b] = _mm512_setzero_ps();
+        continue;
+      }
+      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
+      __m512 q[8], d[WG_SIDE];
+#pragma GCC unroll 16
+      for (int k = 0; k < 8; k++)
+        q[k] = _mm512_maskz_loadu_ps(m[k], row + 16 * (k % 4) + 4 * (k / 4));
+#pragma GCC unroll 16
+      for (int b = 0; b < WG_SIDE; b++)
+        d[b] = wg_every_fourth(q + 4 * (b / 4), idx[b % 4]);
+      bt5(d, e[a]);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++) {
+      __m512 col[WG_SIDE], r[WG_SIDE];
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        col[a] = e[a][b];
+      bt5(col, r);
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
+    }
+  }
+}
+
+/* Outputs of n <= 16 tiles of one tile row (ty, tx): A^T M A of each tile, m pointing at the
+ * first tile's 16 channels, positions ldm floats apart. */
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  __m512 out[4][16];
+#pragma GCC unroll 16
+  for (int i = 0; i < 16; i++) {
+    if (i >= n) {
+      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
+      continue;
+    }
+    __m512 r[2][WG_SIDE];
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++) {
+      __m512 s[WG_SIDE], o[2];
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        s[a] = _mm512_loadu_ps(m + (a * WG_SIDE + b) * ldm + i * SMALL_NO);
+      at5(s, o);
+      r[0][b] = o[0];
+      r[1][b] = o[1];
+    }
+#pragma GCC unroll 16
+    for (int a = 0; a < 2; a++) {
+      __m512 o[2];
+      at5(r[a], o);
+      out[2 * a][i] = o[0];
+      out[2 * a + 1][i] = o[1];
+    }
+  }
+  wg2_store_tiles(j, out, ch, rows, ty, tx, n, y, res);
+}
+
+const wg_variant wg2s2_variant = {.tile = 2,
+                                  .positions = WG_POS,
+                                  .weight_transform = weight_transform,
+                                  .input_segment = transform_segment,
+                                  .input_gather = NULL,
+                                  .output_segment = output_segment,
+                                  .output_scatter = NULL};
