@@ -56,11 +56,11 @@ static bool env_is(const char *value, const char *want) {
 }
 
 /* The output tile of a Winograd convolution, or 0: the cost rule, or CBRICK_WINOGRAD: 0 turns
- * Winograd off, 2 or 4 picks F(2x2) or F(4x4) wherever it applies. */
+ * Winograd off, 2, 3 or 4 picks F(2x2), F(3x3) or F(4x4) wherever it applies. */
 static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   const char *env = getenv("CBRICK_WINOGRAD");
   if (env_is(env, "0")) return 0;
-  if (env_is(env, "2") || env_is(env, "4"))
+  if (env_is(env, "2") || env_is(env, "3") || env_is(env, "4"))
     return plan_winograd_fits(n, env[0] - '0') ? env[0] - '0' : 0;
   return plan_winograd_pays(plan, n);
 }

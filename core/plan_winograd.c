@@ -14,6 +14,9 @@
 
 #define WG_KC 128          /* depth per pass of the kernel */
 #define WG_V_FLOATS 131072 /* transformed inputs per task */
+/* Where U is large, larger chunks of tiles (fewer passes over U), still within L2 */
+#define WG_V_FLOATS_LARGE_U 200704
+#define WG_LARGE_U (2 << 20)
 
 static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
@@ -21,7 +24,7 @@ static int64_t round_up(int64_t v, int64_t m) {
 
 static const wg_variant *variant_of(const plan_conv *c) {
   if (c->p.stride_h == 2) return &wg2s2_variant;
-  return c->winograd == 4 ? &wg4_variant : &wg2_variant;
+  return c->winograd == 4 ? &wg4_variant : c->winograd == 3 ? &wg3_variant : &wg2_variant;
 }
 
 static int positions(const plan_conv *c) {
@@ -32,13 +35,15 @@ int plan_winograd_positions(const plan_node *n) {
   return positions(&n->conv);
 }
 
-/* Stride 1 with any dilation (the same along both axes); stride 2 undilated, F(2x2) only. */
+/* Stride 1 with any dilation (the same along both axes), F(3x3) undilated only; stride 2
+ * undilated, F(2x2) only. */
 bool plan_winograd_fits(const plan_node *n, int tile) {
   const plan_conv *c = &n->conv;
   const cb_conv2d_params *p = &c->p;
   if (c->kh != 3 || c->kw != 3 || p->groups != 1 || p->stride_h != p->stride_w) return false;
-  if (p->stride_h == 2) return tile == 2 && p->dil_h == 1 && p->dil_w == 1;
-  return p->stride_h == 1 && p->dil_h == p->dil_w;
+  bool undilated = p->dil_h == 1 && p->dil_w == 1;
+  if (p->stride_h == 2) return tile == 2 && undilated;
+  return p->stride_h == 1 && p->dil_h == p->dil_w && (tile != 3 || undilated);
 }
 
 /* Tiles of the grid of one phase (see tile_at), some of them partly outside the map. */
@@ -51,12 +56,13 @@ static int64_t tiles_of(const int64_t *out, int dil, int tile) {
 }
 
 /* The cost rule: enough channels for the transforms to pay off (with 32 they cost more than
- * the multiplies saved); F(4x4) on maps of at least 7x7 of its tiles (28x28 outputs), F(2x2)
- * on smaller ones. U (36 / 9 or 16 / 9 of the weights) at most 1 MiB per position; F(4x4)
- * with more than 256 KiB per position only on maps of many tiles, where the tiles' work
- * covers its reads; F(2x2) on maps of at least 4x4 of its tiles (7x7 outputs), where its
- * reads, split across the threads by channels (plan_winograd_tile), still cost less than the
- * direct convolution's multiplies. */
+ * the multiplies saved); F(4x4) on maps of at least 7x7 of its tiles (28x28 outputs), F(3x3)
+ * where its tiles need fewer products than F(2x2)'s (14x14 maps) and U stays small, F(2x2)
+ * on other smaller ones; at stride 2, F(2x2) on maps of at least 7x7 of its tiles. U (36 / 9
+ * or 16 / 9 of the weights) at most 1 MiB per position; F(4x4) with more than 256 KiB per
+ * position only on maps of many tiles, where the tiles' work covers its reads; F(2x2) on
+ * maps of at least 4x4 of its tiles (7x7 outputs), where its reads, split across the threads
+ * by channels (plan_winograd_tile), still cost less than the direct convolution's multiplies. */
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
   const plan_conv *c = &n->conv;
   if (c->cg < 64 || c->o < 64 || c->o % 16) return 0;
@@ -66,6 +72,8 @@ int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
   if (!plan_winograd_fits(n, 2)) return 0;
   if (u > 262144) return 0;
   if (f4 >= 49 && (u <= 65536 || f4 >= 256)) return 4;
+  int64_t f3 = tiles_of(out, c->p.dil_h, 3);
+  if (u <= 65536 && plan_winograd_fits(n, 3) && 25 * f3 < 16 * f2) return 3;
   return u <= 65536 || f2 >= 16 ? 2 : 0;
 }
 
@@ -89,16 +97,18 @@ static int pack(plan_conv *c, cb_error *err) {
   return 0;
 }
 
-/* Chunks of nc tiles (V at most WG_V_FLOATS) by mc channels, of equal sizes to a tile, with a
- * number of tasks that the threads divide: first more tile chunks (of at least two pixel
- * blocks), else channel parts, where each thread reads only its share of U (every tile chunk
- * reads all of it). */
+/* Chunks of nc tiles (V at most WG_V_FLOATS, or WG_V_FLOATS_LARGE_U) by mc channels, of equal sizes
+ * to a tile, with a number of tasks that the threads divide: first more tile chunks (of at least
+ * two pixel blocks), else channel parts, where each thread reads only its share of U (every tile
+ * chunk reads all of it). */
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   c->winograd = tile;
   const int64_t *out = plan->values[n->out].shape;
   int64_t tiles = tiles_of(out, c->p.dil_h, tile), threads = plan->threads;
-  int64_t most = WG_V_FLOATS / (positions(c) * c->cg);
+  int64_t u_bytes = (int64_t)positions(c) * c->o * c->cg * (int64_t)sizeof(float);
+  int64_t most =
+      (u_bytes > WG_LARGE_U ? WG_V_FLOATS_LARGE_U : WG_V_FLOATS) / (positions(c) * c->cg);
   most = most < SMALL_PR ? SMALL_PR : most;
   int64_t chunks = (tiles + most - 1) / most, m_tiles = 1;
   if (threads > 1 && (out[0] * chunks) % threads) {

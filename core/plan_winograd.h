@@ -97,7 +97,7 @@ typedef struct wg_variant {
                          int64_t t0, int64_t t1, float *y, const float *res);
 } wg_variant;
 
-extern const wg_variant wg2_variant, wg4_variant, wg2s2_variant;
+extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;
 
 /* Writes 2x2 output tiles of one tile row with the epilogue (plan_winograd2.c): out[a * 2 +
  * b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */

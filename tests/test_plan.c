@@ -131,8 +131,8 @@ Test(plan, fixture_multi_grid) {
   check_fixture("multi_grid", 2);
 }
 
-/* Every 3x3 stride-1 convolution as Winograd F(tile x tile, 3x3), residuals in place
- * included. */
+/* Every 3x3 convolution that the tile fits as Winograd F(tile x tile, 3x3) (stride 1; with
+ * F(2x2) stride 2 too; F(3x3) undilated only), residuals in place included. */
 static void winograd_everywhere(const char *tile) {
   setenv("CBRICK_WINOGRAD", tile, 1);
   cb_plan_stats s = check_fixture("r34", 2);
@@ -145,6 +145,9 @@ static void winograd_everywhere(const char *tile) {
 }
 Test(plan, winograd_f2_r34_d8) {
   winograd_everywhere("2");
+}
+Test(plan, winograd_f3_r34_d8) {
+  winograd_everywhere("3");
 }
 Test(plan, winograd_f4_r34_d8) {
   winograd_everywhere("4");
