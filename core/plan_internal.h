@@ -90,8 +90,11 @@ int plan_check_value(const cb_plan_builder *b, int value, cb_error *err);
 
 /* Fusions, weight packing and the arena (plan_compile.c). */
 int plan_finish(cb_plan *plan, cb_error *err);
-/* Scratch floats per thread of a max pool over rows of w inputs and ow outputs (plan_run.c). */
+/* Scratch floats per thread of a max pool over rows of w inputs and ow outputs, and the
+ * pool itself (plan_maxpool.c). */
 size_t pool_row_floats(const cb_pool2d_params *p, int64_t w, int64_t ow);
+void plan_max_pool_run(cb_plan *plan, const plan_node *n, const plan_value *in,
+                       const plan_value *out);
 /* Convolution of one node (plan_conv.c). */
 void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *residual, float *y);
 int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err);

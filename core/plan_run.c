@@ -49,60 +49,6 @@ CB_VECTOR static void run_relu(const float *x, float *y, int64_t count) {
     y[i] = fmaxf(x[i], 0.0f);
 }
 
-typedef struct pool_job {
-  const plan_node *node;
-  const plan_value *in, *out;
-  float *scratch; /* one input row per thread */
-} pool_job;
-
-size_t pool_row_floats(const cb_pool2d_params *p, int64_t w, int64_t ow) {
-  int64_t span = (ow - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dil_w + 1;
-  int64_t need = p->pad_w + w > span ? p->pad_w + w : span;
-  return (size_t)(need + 15) / 16 * 16;
-}
-
-static inline float max_nan(float best, float v) {
-  return v > best || v != v ? v : best;
-}
-
-/* Max pooling of one channel plane; a NaN in a window gives NaN, as in PyTorch. Each output
- * row first takes the maximum over its window's input rows, then over columns. */
-CB_VECTOR static void max_pool_task(void *ctx, int task, int thread) {
-  const pool_job *j = ctx;
-  const cb_pool2d_params *p = &j->node->pool;
-  int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
-  const float *plane = j->in->data + (int64_t)task * h * w;
-  float *dst = j->out->data + (int64_t)task * oh * ow;
-  /* col[pad_w + x]: the row maximum at input column x, -inf in the padding either side */
-  int64_t span = (ow - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dil_w + 1;
-  float *col = j->scratch + (size_t)thread * (size_t)pool_row_floats(p, w, ow);
-  for (int64_t x = 0; x < span; x++)
-    col[x] = -INFINITY;
-  float *mid = col + p->pad_w;
-  for (int64_t y = 0; y < oh; y++, dst += ow) {
-    for (int64_t x = 0; x < w; x++)
-      mid[x] = -INFINITY;
-    for (int i = 0; i < p->kernel_h; i++) {
-      int64_t ih = y * p->stride_h - p->pad_h + (int64_t)i * p->dil_h;
-      if (ih < 0 || ih >= h) continue;
-      const float *row = plane + ih * w;
-      for (int64_t x = 0; x < w; x++)
-        mid[x] = max_nan(mid[x], row[x]);
-    }
-    for (int64_t x = 0; x < ow; x++)
-      dst[x] = col[x * p->stride_w];
-    for (int k = 1; k < p->kernel_w; k++)
-      for (int64_t x = 0; x < ow; x++)
-        dst[x] = max_nan(dst[x], col[x * p->stride_w + (int64_t)k * p->dil_w]);
-  }
-}
-
-static void run_max_pool(cb_plan *plan, const plan_node *n, const plan_value *in,
-                         const plan_value *out) {
-  pool_job j = {n, in, out, plan->scratch};
-  cb_parallel_for((int)(in->shape[0] * in->shape[1]), max_pool_task, &j);
-}
-
 /* Nodes whose kernel returns a new tensor: copied into the arena. */
 static int run_allocating(const plan_node *n, const plan_value *in, plan_value *out,
                           cb_error *err) {
@@ -139,7 +85,7 @@ static int run_node(cb_plan *plan, plan_node *n, cb_error *err) {
     return 0;
   case PN_POOL:
     if (n->is_max) {
-      run_max_pool(plan, n, in, out);
+      plan_max_pool_run(plan, n, in, out);
       return 0;
     }
     return run_allocating(n, in, out, err);

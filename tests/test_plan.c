@@ -1,6 +1,7 @@
 /* Compiled plans: outputs against the PyTorch fixtures and the reference forward, fusion and
  * arena reuse, opaque nodes for layers without a lower hook, and refusals. */
 #include <criterion/criterion.h>
+#include <math.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -358,6 +359,44 @@ Test(plan, small_maps_and_thread_splits) {
     setenv("CBRICK_SMALL", "0", 1);
     compare_with_reference(m, sizes[i], 3 - i);
     unsetenv("CBRICK_SMALL");
+  }
+  cb_module_free(m);
+}
+
+/* The 3x3 stride-2 max pool's vector path against the reference forward, element for
+ * element: NaN and -inf inputs, odd and even sides, rows shorter than a vector. */
+Test(plan, max_pool_3x3_stride2) {
+  cb_error err = {0};
+  json_t *cfg = json_loads(
+      "{\"type\": \"MaxPool2d\", \"kernel_size\": 3, \"stride\": 2, \"padding\": 1}", 0, NULL);
+  cb_module *m = cb_build("POOLING_LAYERS", cfg, NULL, "pool", &err);
+  json_decref(cfg);
+  cr_assert_not_null(m, "%s", err.msg);
+  cb_module_train(m, false);
+  const int64_t shapes[4][4] = {{1, 4, 112, 112}, {2, 3, 17, 9}, {1, 2, 1, 1}, {1, 1, 6, 70}};
+  cb_rng rng;
+  cb_rng_seed(&rng, 3);
+  for (int s = 0; s < 4; s++) {
+    cb_tensor *x = cb_tensor_new(CB_F32, 4, shapes[s], &err);
+    float *v = cb_f32(x);
+    for (int64_t i = 0; i < cb_tensor_numel(x); i++)
+      v[i] = i % 97 == 5 ? NAN : i % 89 == 7 ? -INFINITY : (float)cb_rng_normal(&rng);
+    cb_tensor *want = cb_module_forward(m, x, &err);
+    cr_assert_not_null(want, "%s", err.msg);
+    for (int threads = 1; threads <= 2; threads++) {
+      cb_tensor_list got = {0};
+      cb_plan *plan = compile_ok(m, x, threads);
+      cr_assert_eq(cb_plan_run(plan, x, &got, &err), 0, "%s", err.msg);
+      cr_assert(cb_tensor_same_shape(got.items[0], want));
+      const float *a = cb_f32(got.items[0]), *b = cb_f32(want);
+      for (int64_t i = 0; i < cb_tensor_numel(want); i++)
+        cr_assert(a[i] == b[i] || (isnan(a[i]) && isnan(b[i])),
+                  "shape %d, output %lld: %g, want %g", s, (long long)i, a[i], b[i]);
+      cb_tensor_list_clear(&got);
+      cb_plan_free(plan);
+    }
+    cb_tensor_free(want);
+    cb_tensor_free(x);
   }
   cb_module_free(m);
 }
