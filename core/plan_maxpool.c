@@ -75,7 +75,8 @@ static bool is_3x3_stride2(const cb_pool2d_params *p, int64_t h, int64_t w, int6
 
 /* The maximum of the window's input rows, then out[k] = max(m[2k - 1], m[2k], m[2k + 1]):
  * the even and odd columns split by permutes, m[-1] shifted in from the previous vector. */
-TARGET static void max_pool_3x3s2(const pool_job *j, int task, int thread) {
+TARGET static void max_pool_3x3s2(void *ctx, int task, int thread) {
+  const pool_job *j = ctx;
   int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
   const float *plane = j->in->data + (int64_t)task * h * w;
   float *dst = j->out->data + (int64_t)task * oh * ow;
@@ -106,15 +107,10 @@ TARGET static void max_pool_3x3s2(const pool_job *j, int task, int thread) {
   }
 }
 
-static void max_pool_task_fast(void *ctx, int task, int thread) {
-  max_pool_3x3s2(ctx, task, thread);
-}
-
 void plan_max_pool_run(cb_plan *plan, const plan_node *n, const plan_value *in,
                        const plan_value *out) {
   pool_job j = {n, in, out, plan->scratch, pool_row_floats(&n->pool, in->shape[3], out->shape[3])};
   bool fast = plan_gemm_available() &&
               is_3x3_stride2(&n->pool, in->shape[2], in->shape[3], out->shape[2], out->shape[3]);
-  cb_parallel_for((int)(in->shape[0] * in->shape[1]), fast ? max_pool_task_fast : max_pool_task,
-                  &j);
+  cb_parallel_for((int)(in->shape[0] * in->shape[1]), fast ? max_pool_3x3s2 : max_pool_task, &j);
 }

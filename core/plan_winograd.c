@@ -1,5 +1,5 @@
-/* 3x3 convolutions as Winograd F(2x2, 3x3) or F(4x4, 3x3) at stride 1, F(2x2, 3x3) at stride
- * 2 (plan_winograd.h).
+/* 3x3 convolutions as Winograd F(2x2, 3x3), F(3x3, 3x3) or F(4x4, 3x3) at stride 1,
+ * F(2x2, 3x3) at stride 2 (plan_winograd.h).
  *
  * A task owns a chunk of tiles and of output channels. It transforms
  * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of

@@ -1,10 +1,11 @@
 #ifndef CBRICK_PLAN_WINOGRAD_H
 #define CBRICK_PLAN_WINOGRAD_H
 
-/* Winograd convolutions F(m x m, 3x3): per m x m output tile, (m + 2)^2 products of
+/* Winograd convolutions F(m x m, 3x3): per m x m output tile, one product per position of
  * transformed weights U = G g G^T and transformed inputs V = B^T d B, then Y = A^T M A.
- * F(2x2) (16 positions) and F(4x4) (36 positions) share one driver (plan_winograd.c); each
- * brings its transforms (plan_winograd2.c, plan_winograd4.c). */
+ * F(2x2) (16 positions), F(3x3) (25), F(4x4) (36) and F(2x2) at stride 2 (25) share one
+ * driver (plan_winograd.c); each brings its transforms (plan_winograd2.c, plan_winograd3.c,
+ * plan_winograd4.c, plan_winograd2s2.c). */
 #include <immintrin.h>
 #include <stdint.h>
 
