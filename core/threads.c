@@ -31,7 +31,7 @@ typedef struct pool {
   atomic_int n_tasks; /* read by late threads while the next loop is set up */
   cb_task_fn fn;
   void *ctx;
-  bool stop;
+  atomic_bool stop;
 } pool;
 
 static pool the_pool = {
@@ -103,6 +103,22 @@ static void pool_grow(pool *p, int threads) {
     if (pthread_create(&p->workers[p->n_workers], NULL, worker_main, arg)) break;
     p->n_workers++;
   }
+}
+
+/* At exit (or when the library is unloaded) the workers are stopped and joined, so that no
+ * thread outlives the library's code. */
+__attribute__((destructor)) static void pool_shutdown(void) {
+  pool *p = &the_pool;
+  pthread_mutex_lock(&loop_lock);
+  pthread_mutex_lock(&p->lock);
+  atomic_store(&p->stop, true);
+  atomic_fetch_add(&p->generation, 1);
+  pthread_cond_broadcast(&p->wake);
+  pthread_mutex_unlock(&p->lock);
+  for (int i = 0; i < p->n_workers; i++)
+    pthread_join(p->workers[i], NULL);
+  p->n_workers = 0;
+  pthread_mutex_unlock(&loop_lock);
 }
 
 int cb_threads_default(void) {
