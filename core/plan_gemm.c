@@ -86,15 +86,44 @@ GEMM_KERNEL(tile_rows4, ROWS4)
 GEMM_KERNEL(tile_rows8, ROWS8)
 GEMM_KERNEL(tile_rows12, ROWS12)
 
+#define HDECL(i) __m512 c##i##a = _mm512_setzero_ps();
+#define HLOAD(i)                                                                                   \
+  if ((i) < t->mr) c##i##a = _mm512_maskz_loadu_ps(m0, t->c + (i)*t->ldc);
+#define HSTEP(i) c##i##a = _mm512_fmadd_ps(_mm512_set1_ps(a[(i)]), b0, c##i##a);
+#define HSTORE(i)                                                                                  \
+  if ((i) < t->mr) finish_row(t, (i), c##i##a, _mm512_setzero_ps(), m0, 0);
+
+/* The kernel for a slab of at most 16 valid columns (a map's last, half-empty slab). */
+#define GEMM_KERNEL_HALF(name, ROWS)                                                               \
+  TARGET static void name(const gemm_tile *t) {                                                    \
+    __mmask16 m0 = tail_mask(t->nr);                                                               \
+    ROWS(HDECL)                                                                                    \
+    if (t->load_c) {                                                                               \
+      ROWS(HLOAD)                                                                                  \
+    }                                                                                              \
+    const float *a = t->a, *b = t->b;                                                              \
+    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR, b += GEMM_NR) {                              \
+      _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \
+      __m512 b0 = _mm512_loadu_ps(b);                                                              \
+      ROWS(HSTEP)                                                                                  \
+    }                                                                                              \
+    ROWS(HSTORE)                                                                                   \
+  }
+
+GEMM_KERNEL_HALF(half_rows4, ROWS4)
+GEMM_KERNEL_HALF(half_rows8, ROWS8)
+GEMM_KERNEL_HALF(half_rows12, ROWS12)
+
 /* A last block of 4 or 8 rows (64, 128, 256 channels) runs a shorter kernel instead of
- * multiplying zero rows. */
+ * multiplying zero rows, a slab of 16 columns or fewer a narrower one. */
 void plan_gemm_tile(const gemm_tile *t) {
+  bool half = t->nr <= 16;
   if (t->mr <= 4)
-    tile_rows4(t);
+    (half ? half_rows4 : tile_rows4)(t);
   else if (t->mr <= 8)
-    tile_rows8(t);
+    (half ? half_rows8 : tile_rows8)(t);
   else
-    tile_rows12(t);
+    (half ? half_rows12 : tile_rows12)(t);
 }
 
 #define PIXELS1(X) X(0)
