@@ -215,10 +215,8 @@ TARGET static void store_block(const small_out *o, int ch0, int64_t p) {
   transpose16(r);
   for (int c = 0; c < rows; c++) {
     int64_t at = (ch0 + c) * o->ldy + p;
-    __m512 v = _mm512_add_ps(r[c], _mm512_set1_ps(o->bias[ch0 + c]));
-    if (o->res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(m, o->res + at));
-    if (o->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(o->y + at, m, v);
+    epilogue_store(o->y + at, m, r[c], _mm512_set1_ps(o->bias[ch0 + c]),
+                   o->res ? o->res + at : NULL, o->relu);
   }
 }
 

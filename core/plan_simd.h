@@ -3,6 +3,7 @@
 
 /* AVX-512 helpers shared by the plan's kernels; only called on processors with AVX-512F. */
 #include <immintrin.h>
+#include <stdbool.h>
 
 /* r[i][j] = r[j][i] for a 16x16 block. */
 __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) {
@@ -33,6 +34,16 @@ __attribute__((target("avx512f"))) static inline void transpose16(__m512 r[16]) 
     r[8 + i] = _mm512_shuffle_f32x4(t[i], t[8 + i], 0xDD);
     r[12 + i] = _mm512_shuffle_f32x4(t[4 + i], t[12 + i], 0xDD);
   }
+}
+
+/* y = v + bias (+ res) under mask, then ReLU: a convolution's epilogue on one vector of
+ * outputs, the residual read under the same mask. */
+__attribute__((target("avx512f"))) static inline void
+epilogue_store(float *y, __mmask16 mask, __m512 v, __m512 bias, const float *res, bool relu) {
+  v = _mm512_add_ps(v, bias);
+  if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res));
+  if (relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
+  _mm512_mask_storeu_ps(y, mask, v);
 }
 
 #endif

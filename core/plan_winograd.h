@@ -78,6 +78,40 @@ __attribute__((target("avx512f"))) static inline __m512 wg_every_fourth(const __
                               _mm512_permutex2var_ps(l[2], idx, l[3]));
 }
 
+/* Sixteen patches 4 apart along an input row (F(4x4), and F(2x2) at stride 2): eight loads at
+ * the patches' columns 0 and 4, masked to the map, split into each patch's columns. */
+typedef struct wg_row4 {
+  __mmask16 m[8];
+  __m512i idx[4];
+} wg_row4;
+
+/* For patches whose first column is x0, in rows of w inputs. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row4_init(wg_row4 *r, int64_t x0, int64_t w) {
+#pragma GCC unroll 16
+  for (int q = 0; q < 8; q++)
+    r->m[q] = wg_inside(x0 + 16 * (q % 4) + 4 * (q / 4), w);
+  __m512i four =
+      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; b++)
+    r->idx[b] =
+        _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
+}
+
+/* Columns b < side (at most 8) of the patches in the row from row[0] (the first patch's first
+ * column), one vector of patches each. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row4_columns(const wg_row4 *r, const float *row, int side, __m512 *d) {
+  __m512 q[8];
+#pragma GCC unroll 16
+  for (int k = 0; k < 8; k++)
+    q[k] = _mm512_maskz_loadu_ps(r->m[k], row + 16 * (k % 4) + 4 * (k / 4));
+#pragma GCC unroll 16
+  for (int b = 0; b < side; b++)
+    d[b] = wg_every_fourth(q + 4 * (b / 4), r->idx[b % 4]);
+}
+
 /* One Winograd variant's transforms, on 16 tiles per vector. */
 typedef struct wg_variant {
   int tile;      /* outputs per tile side */

@@ -131,18 +131,10 @@ TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int 
     for (int c = 0; c < rows; c++) {
       __m512 bias = _mm512_set1_ps(j->node->conv.bias[ch + c]);
       int64_t at = (ch + c) * plane + (2 * ty + a) * j->ow + x0;
-      __m512 v0 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], lo, out[2 * a + 1][c]), bias);
-      __m512 v1 = _mm512_add_ps(_mm512_permutex2var_ps(out[2 * a][c], hi, out[2 * a + 1][c]), bias);
-      if (res) {
-        v0 = _mm512_add_ps(v0, _mm512_maskz_loadu_ps(m0, res + at));
-        v1 = _mm512_add_ps(v1, _mm512_maskz_loadu_ps(m1, res + at + 16));
-      }
-      if (j->node->relu) {
-        v0 = _mm512_max_ps(v0, _mm512_setzero_ps());
-        v1 = _mm512_max_ps(v1, _mm512_setzero_ps());
-      }
-      _mm512_mask_storeu_ps(y + at, m0, v0);
-      _mm512_mask_storeu_ps(y + at + 16, m1, v1);
+      epilogue_store(y + at, m0, _mm512_permutex2var_ps(out[2 * a][c], lo, out[2 * a + 1][c]), bias,
+                     res ? res + at : NULL, j->node->relu);
+      epilogue_store(y + at + 16, m1, _mm512_permutex2var_ps(out[2 * a][c], hi, out[2 * a + 1][c]),
+                     bias, res ? res + at + 16 : NULL, j->node->relu);
     }
 }
 

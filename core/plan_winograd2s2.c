@@ -62,20 +62,12 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp;
   int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
-  __mmask16 m[8];
-#pragma GCC unroll 16
-  for (int q = 0; q < 8; q++)
-    m[q] = wg_inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
+  wg_row4 reader;
+  wg_row4_init(&reader, x0, j->w);
   bool row_in[WG_SIDE];
 #pragma GCC unroll 16
   for (int a = 0; a < WG_SIDE; a++)
     row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __m512i four =
-      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
-  __m512i idx[4];
-#pragma GCC unroll 16
-  for (int b = 0; b < 4; b++)
-    idx[b] = _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
   __mmask16 store = (__mmask16)((1u << n) - 1);
   for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
     __m512 e[WG_SIDE][WG_SIDE];
@@ -87,14 +79,8 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
           e[a][b] = _mm512_setzero_ps();
         continue;
       }
-      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
-      __m512 q[8], d[WG_SIDE];
-#pragma GCC unroll 16
-      for (int k = 0; k < 8; k++)
-        q[k] = _mm512_maskz_loadu_ps(m[k], row + 16 * (k % 4) + 4 * (k / 4));
-#pragma GCC unroll 16
-      for (int b = 0; b < WG_SIDE; b++)
-        d[b] = wg_every_fourth(q + 4 * (b / 4), idx[b % 4]);
+      __m512 d[WG_SIDE];
+      wg_row4_columns(&reader, x + ch * plane + (y0 + a) * j->w + x0, WG_SIDE, d);
       bt5(d, e[a]);
     }
 #pragma GCC unroll 16

@@ -164,10 +164,7 @@ TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bia
     v = _mm512_mask_permutexvar_ps(v, two, tile, u[2]);
     int left = width - 16 * k;
     __mmask16 mask = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
-    v = _mm512_add_ps(v, b);
-    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res + 16 * k));
-    if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(y + 16 * k, mask, v);
+    epilogue_store(y + 16 * k, mask, v, b, res ? res + 16 * k : NULL, j->node->relu);
   }
 }
 

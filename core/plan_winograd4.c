@@ -112,20 +112,12 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp;
   int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
-  __mmask16 m[8];
-#pragma GCC unroll 16
-  for (int q = 0; q < 8; q++)
-    m[q] = wg_inside(x0 + 16 * (q % 4) + 4 * (q / 4), j->w);
+  wg_row4 reader;
+  wg_row4_init(&reader, x0, j->w);
   bool row_in[6];
 #pragma GCC unroll 16
   for (int a = 0; a < 6; a++)
     row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __m512i four =
-      _mm512_slli_epi32(_mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15), 2);
-  __m512i idx[4];
-#pragma GCC unroll 16
-  for (int b = 0; b < 4; b++)
-    idx[b] = _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
   __mmask16 store = (__mmask16)((1u << n) - 1);
   for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
     __m512 e[6][6];
@@ -137,14 +129,8 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
           e[a][b] = _mm512_setzero_ps();
         continue;
       }
-      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
-      __m512 l[8], d[6];
-#pragma GCC unroll 16
-      for (int q = 0; q < 8; q++)
-        l[q] = _mm512_maskz_loadu_ps(m[q], row + 16 * (q % 4) + 4 * (q / 4));
-#pragma GCC unroll 16
-      for (int b = 0; b < 6; b++)
-        d[b] = wg_every_fourth(l + 4 * (b / 4), idx[b % 4]);
+      __m512 d[6];
+      wg_row4_columns(&reader, x + ch * plane + (y0 + a) * j->w + x0, 6, d);
       bt6(d, e[a]);
     }
 #pragma GCC unroll 16
@@ -235,10 +221,7 @@ TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bia
     int left = width - 16 * k;
     __mmask16 mask = (__mmask16)(left >= 16 ? 0xFFFF : (1u << left) - 1);
     __m512 v = _mm512_permutex2var_ps(p02[k / 2], k % 2 ? quad_hi : quad, p13[k / 2]);
-    v = _mm512_add_ps(v, b);
-    if (res) v = _mm512_add_ps(v, _mm512_maskz_loadu_ps(mask, res + 16 * k));
-    if (j->node->relu) v = _mm512_max_ps(v, _mm512_setzero_ps());
-    _mm512_mask_storeu_ps(y + 16 * k, mask, v);
+    epilogue_store(y + 16 * k, mask, v, b, res ? res + 16 * k : NULL, j->node->relu);
   }
 }
 
