@@ -23,7 +23,7 @@ typedef struct plan_conv {
   int n_tiles;              /* column kernel: tiles of at most nc columns (col_range) */
   bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
   float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */
-  bool shared_panel;        /* row tiles share one packed input, built first */
+  bool shared_panel;        /* row tiles share one packed input (Winograd: V), built first */
   int winograd;             /* 3x3 as F(w x w, 3x3), w = 2 or 4 (2 at stride 2), else 0; packed U */
   bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
   bool padded;              /* few input channels: packed from a padded, phase-split copy */
@@ -119,6 +119,8 @@ int plan_winograd_positions(const plan_node *n);
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n);
 int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
 size_t plan_winograd_scratch(const plan_node *n);
+/* The V shared by the tasks of a Winograd convolution split by output channels, or 0. */
+size_t plan_winograd_shared(const plan_node *n);
 void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                        float *y);
 

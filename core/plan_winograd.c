@@ -5,7 +5,8 @@
  * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of
  * every position on the small-map kernel (tiles broadcast, 32 output channels in two
  * vectors), and transforms each block of 32 channels back into the output with the
- * epilogue. */
+ * epilogue. Where the tasks split only the output channels, the inputs are transformed once
+ * beforehand, split by input channels, into one V that they share. */
 #include <stdlib.h>
 
 #include "plan_gemm.h"
@@ -120,7 +121,9 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   }
   c->mc = (int)round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
   c->nc = (int)((tiles + chunks - 1) / chunks);
-  c->shared_panel = false;
+  /* Split by channels, the tasks would each transform the same inputs: they are transformed
+   * once, split by input channels, into a V that the tasks share. */
+  c->shared_panel = m_tiles > 1 && chunks == 1;
   return pack(c, err);
 }
 
@@ -135,10 +138,15 @@ static wg_layout layout_of(const plan_conv *c, int64_t tiles) {
   return (wg_layout){.ldv = ldv, .ldp = odd_lines(c->cg * ldv), .ldm = odd_lines(ldv * SMALL_NO)};
 }
 
-/* V, then M for one block of SMALL_NO channels. */
+/* V (unless shared), then M for one block of SMALL_NO channels. */
 size_t plan_winograd_scratch(const plan_node *n) {
   wg_layout l = layout_of(&n->conv, n->conv.nc);
-  return (size_t)positions(&n->conv) * (size_t)(l.ldp + l.ldm);
+  return (size_t)positions(&n->conv) * (size_t)((n->conv.shared_panel ? 0 : l.ldp) + l.ldm);
+}
+
+size_t plan_winograd_shared(const plan_node *n) {
+  if (!n->conv.shared_panel) return 0;
+  return (size_t)positions(&n->conv) * (size_t)layout_of(&n->conv, n->conv.nc).ldp;
 }
 
 /* V[p][ch][t - t0] for tiles [t0, t1). */
@@ -179,20 +187,44 @@ static void output_transform(const wg_job *j, const float *m, const wg_layout *l
   }
 }
 
+/* The shared V is transformed in parts of whole channels, a few per thread. */
+static int shared_v_parts(const cb_plan *plan, const plan_node *n) {
+  int64_t parts = 4 * (int64_t)plan->threads, cg = n->conv.cg;
+  return (int)(parts < cg ? parts : cg);
+}
+
+/* Input channels [cg * part / parts, cg * (part + 1) / parts) of the shared V. */
+static void shared_v_task(void *ctx, int part, int thread) {
+  (void)thread;
+  const wg_job *j = ctx;
+  const plan_conv *c = &j->node->conv;
+  int parts = shared_v_parts(j->plan, j->node);
+  int64_t ch0 = c->cg * part / parts, ch1 = c->cg * (part + 1) / parts;
+  wg_job slice = *j;
+  slice.channels = ch1 - ch0;
+  wg_layout l = layout_of(c, j->tiles);
+  const float *x = j->x + (j->image * j->c + ch0) * j->h * j->w;
+  input_transform(&slice, x, 0, j->tiles, &l, j->plan->shared + ch0 * l.ldv);
+}
+
 static void wg_task(void *ctx, int task, int thread) {
   const wg_job *j = ctx;
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
   int pos = positions(c);
   int64_t per_image = j->n_tiles * j->m_tiles, img = task / per_image, rest = task % per_image;
+  if (c->shared_panel) img = j->image;
   int64_t tn = rest % j->n_tiles, tm = rest / j->n_tiles;
   int64_t t0 = tn * c->nc, t1 = t0 + c->nc < j->tiles ? t0 + c->nc : j->tiles;
   int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   wg_layout l = layout_of(c, t1 - t0);
-  float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
-  float *m = v + pos * layout_of(c, c->nc).ldp;
+  float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats, *m = v;
+  if (c->shared_panel)
+    v = j->plan->shared;
+  else
+    m += pos * layout_of(c, c->nc).ldp;
   int64_t off = img * c->o * j->oh * j->ow;
-  input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, &l, v);
+  if (!c->shared_panel) input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, &l, v);
   for (int64_t b = m0; b < m1; b += SMALL_NO) {
     for (int p = 0; p < pos; p++)
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
@@ -235,5 +267,14 @@ void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const 
   j.tiles = tiles_of(out, j.dil, tile);
   j.n_tiles = (j.tiles + n->conv.nc - 1) / n->conv.nc;
   j.m_tiles = (n->conv.o + n->conv.mc - 1) / n->conv.mc;
-  cb_parallel_for((int)(j.n_tiles * j.m_tiles * in[0]), wg_task, &j);
+  j.channels = n->conv.cg;
+  if (!n->conv.shared_panel) {
+    cb_parallel_for((int)(j.n_tiles * j.m_tiles * in[0]), wg_task, &j);
+    return;
+  }
+  int parts = shared_v_parts(plan, n);
+  for (j.image = 0; j.image < in[0]; j.image++) {
+    cb_parallel_for(parts, shared_v_task, &j);
+    cb_parallel_for((int)(j.n_tiles * j.m_tiles), wg_task, &j);
+  }
 }

@@ -19,7 +19,9 @@ typedef struct wg_job {
   const float *x, *res;
   float *y;
   int64_t c, h, w, oh, ow, tiles_h, tiles_w, tiles, n_tiles, m_tiles;
+  int64_t channels; /* input channels that the input transforms run over */
   int dil;
+  int image; /* shared V: the image being run */
 } wg_job;
 
 /* Where tile t lies: its phase (ry, rx) and its place (ty, tx) in the phase's grid. A dilated

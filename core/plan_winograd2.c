@@ -66,7 +66,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
   __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 d[4][4];
 #pragma GCC unroll 16
     for (int a = 0; a < 4; a++) {
@@ -90,14 +90,13 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
  * gathered, dil apart. */
 TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
                                 const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
   int32_t off[16];
   __mmask16 row[4], col[4];
   wg_gather_setup(j, t0, t1, 2, 4, off, row, col);
   __m512i base = _mm512_loadu_si512(off);
   __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     const float *src = x + ch * plane;
     __m512 dd[4][4];
 #pragma GCC unroll 16

@@ -88,7 +88,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   for (int a = 0; a < WG_SIDE; a++)
     row_in[a] = y0 + a >= 0 && y0 + a < j->h;
   __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 e[WG_SIDE][WG_SIDE];
 #pragma GCC unroll 16
     for (int a = 0; a < WG_SIDE; a++) {

@@ -67,7 +67,6 @@ TARGET static inline void at6(const __m512 *m, __m512 *o) {
  * outside the map zero. */
 TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
                                 const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
   int64_t plane = j->h * j->w, pos_stride = l->ldp, d = j->dil;
   int32_t off[16];
   __mmask16 row[6], col[6];
@@ -79,7 +78,7 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
     for (int b = 0; b < 6; b++)
       at[a][b] = _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b))));
   __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     const float *src = x + ch * plane;
     __m512 r[6][6];
 #pragma GCC unroll 16
@@ -119,7 +118,7 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   for (int a = 0; a < 6; a++)
     row_in[a] = y0 + a >= 0 && y0 + a < j->h;
   __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < c->cg; ch++, v += l->ldv) {
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 e[6][6];
 #pragma GCC unroll 16
     for (int a = 0; a < 6; a++) {
