@@ -256,6 +256,7 @@ CB_API void cb_plan_free(cb_plan *plan) {
     free(n->conv.weight);
     free(n->conv.bias);
     free(n->conv.packed);
+    free(n->conv.b_off);
     free(n->scale);
     free(n->shift);
   }

@@ -23,7 +23,9 @@ static int64_t clamp64(int64_t v, int64_t lo, int64_t hi) {
   return v < lo ? lo : v > hi ? hi : v;
 }
 
-/* Columns per phase of a padded input: padded column X = col * stride_w + phase. */
+/* The padded copy of an input with few channels is split by column phase (stride_w), so that
+ * every im2col row of an output row is a run of consecutive floats: x[ch][phase][row][col]
+ * for padded row `row` and padded column col * stride_w + phase. Columns per phase: */
 static int64_t padded_cols(int64_t w, const cb_conv2d_params *p) {
   return (w + 2 * p->pad_w + p->stride_w - 1) / p->stride_w;
 }
@@ -63,6 +65,32 @@ static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   if (env_is(env, "2") || env_is(env, "3") || env_is(env, "4"))
     return plan_winograd_fits(n, env[0] - '0') ? env[0] - '0' : 0;
   return plan_winograd_pays(plan, n);
+}
+
+/* Where each im2col row (channel, kernel row, kernel column) starts in the padded copy, at
+ * output (0, 0): kernel column kj reads phase (kj * dil_w) % stride_w, at column
+ * (kj * dil_w) / stride_w of that phase. */
+static int padded_offsets(plan_conv *c, int64_t h, int64_t w, cb_error *err) {
+  const cb_conv2d_params *p = &c->p;
+  int64_t cols = padded_cols(w, p), plane = (h + 2 * p->pad_h) * cols;
+  c->b_off = malloc((size_t)c->k * sizeof *c->b_off);
+  if (!c->b_off) return cb_fail(err, "plan: out of memory for %lld offsets", (long long)c->k);
+  for (int64_t k = 0; k < c->k; k++) {
+    int64_t ch = k / (c->kh * c->kw), ki = k / c->kw % c->kh, x = k % c->kw * p->dil_w;
+    c->b_off[k] =
+        (ch * p->stride_w + x % p->stride_w) * plane + ki * p->dil_h * cols + x / p->stride_w;
+  }
+  return 0;
+}
+
+/* A task per output row, all output channels. */
+static int tile_padded(cb_plan *plan, plan_node *n, cb_error *err) {
+  plan_conv *c = &n->conv;
+  const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
+  c->n_tiles = (int)out[2];
+  c->mc = (int)round_up(c->o, GEMM_MR);
+  c->shared_panel = false;
+  return pack_weights(c, err) || padded_offsets(c, in[2], in[3], err) ? -1 : 0;
 }
 
 /* The fewest column tiles, or up to twice as many (of near-equal widths in whole slabs) when
@@ -115,14 +143,16 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   if (fast && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
     return plan_small_tile(plan, n, err);
   /* With few input channels the per-row work of packing is tiny and locating the padding
-   * dominates: such convolutions (the stems) read a padded copy instead. */
+   * dominates: such convolutions (the stems) read a padded copy in place instead. */
   c->padded = fast && !c->direct && c->p.groups == 1 && c->cg < 16;
+  if (c->padded) return tile_padded(plan, n, err);
   return fast ? pack_weights(c, err) : 0;
 }
 
+/* The padded copy, and the floats that a row's last slab reads past the end of the copy. */
 size_t plan_conv_padded(const cb_plan *plan, const plan_node *n) {
   const int64_t *in = plan->values[n->in[0]].shape;
-  return n->conv.padded ? (size_t)(in[0] * padded_image(&n->conv, in[2], in[3])) : 0;
+  return n->conv.padded ? (size_t)(in[0] * padded_image(&n->conv, in[2], in[3]) + GEMM_NR) : 0;
 }
 
 size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
@@ -136,7 +166,7 @@ size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
 size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n) {
   if (n->conv.winograd) return plan_winograd_scratch(n);
   if (n->conv.small) return plan_small_scratch(plan, n);
-  if (n->conv.shared_panel) return 0;
+  if (n->conv.shared_panel || n->conv.padded) return 0;
   if (n->conv.packed) return (size_t)(n->conv.k * n->conv.nc);
   return n->conv.direct ? 0 : (size_t)(n->conv.k * n->conv.nc);
 }
@@ -273,20 +303,6 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
   }
   out_piece pieces[GEMM_NR];
   int n_pieces = out_pieces(j, c0, c1, pieces);
-  if (c->padded) {
-    padded_input in = {.x = img,
-                       .rows = j->h + 2 * c->p.pad_h,
-                       .cols = padded_cols(j->w, &c->p),
-                       .channels = c->cg,
-                       .kh = (int)c->kh,
-                       .kw = (int)c->kw,
-                       .stride_h = c->p.stride_h,
-                       .stride_w = c->p.stride_w,
-                       .dil_h = c->p.dil_h,
-                       .dil_w = c->p.dil_w};
-    plan_pack_padded(dst, &in, pieces, n_pieces);
-    return;
-  }
   int64_t taps = c->kh * c->kw;
   for (int64_t ki = 0; ki < c->kh; ki++)
     for (int64_t kj = 0; kj < c->kw; kj++) {
@@ -312,11 +328,9 @@ void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out,
   pack_cols(&j, img, c0, c1, dst, ld);
 }
 
-/* Where image img, group g is packed from: the input, or its padded copy. */
+/* Where image img, group g is packed from. */
 static const float *pack_source(const conv_job *j, int64_t img, int g) {
-  const plan_conv *c = &j->node->conv;
-  if (c->padded) return j->plan->padded + img * padded_image(c, j->h, j->w);
-  return j->x + (img * j->c + (int64_t)g * c->cg) * j->h * j->w;
+  return j->x + (img * j->c + (int64_t)g * j->node->conv.cg) * j->h * j->w;
 }
 
 /* One column phase of one channel of the padded copy, zero borders (a task per phase, so that
@@ -341,6 +355,38 @@ CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
       dst[q] = x >= 0 && x < j->w ? row[x] : 0.0f;
     }
   }
+}
+
+/* One output row of a convolution read in place from its padded copy: slabs of GEMM_NR
+ * columns, the row's last one narrower where the width is not a multiple. */
+static void padded_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const conv_job *j = ctx;
+  const plan_node *n = j->node;
+  const plan_conv *c = &n->conv;
+  int64_t img = task / j->oh, oh = task % j->oh;
+  const float *x = j->plan->padded + img * padded_image(c, j->h, j->w) +
+                   oh * c->p.stride_h * padded_cols(j->w, &c->p);
+  int64_t out_off = img * c->o * j->cols + oh * j->ow;
+  const float *res = j->residual ? j->residual + out_off : NULL;
+  bool accumulate = res && n->residual_in_place;
+  for (int64_t ow0 = 0; ow0 < j->ow; ow0 += GEMM_NR)
+    for (int64_t m = 0; m < j->og; m += GEMM_MR) {
+      gemm_tile t = {.kc = c->k,
+                     .a = c->packed + m * c->k,
+                     .b = x + ow0,
+                     .b_off = c->b_off,
+                     .c = j->y + out_off + m * j->cols + ow0,
+                     .ldc = j->cols,
+                     .mr = (int)(j->og - m < GEMM_MR ? j->og - m : GEMM_MR),
+                     .nr = (int)(j->ow - ow0 < GEMM_NR ? j->ow - ow0 : GEMM_NR),
+                     .load_c = accumulate,
+                     .last = true,
+                     .bias = c->bias + m,
+                     .res = accumulate || !res ? NULL : res + m * j->cols + ow0,
+                     .relu = n->relu};
+      plan_gemm_tile(&t);
+    }
 }
 
 static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_t m1, int64_t n0,
@@ -474,7 +520,11 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
                 .og = n->conv.o / n->conv.p.groups};
   j.n_tiles = n->conv.n_tiles;
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
-  if (n->conv.padded) cb_parallel_for((int)(in[0] * in[1] * n->conv.p.stride_w), pad_task, &j);
+  if (n->conv.padded) {
+    cb_parallel_for((int)(in[0] * in[1] * n->conv.p.stride_w), pad_task, &j);
+    cb_parallel_for((int)(in[0] * j.oh), padded_task, &j);
+    return;
+  }
   if (n->conv.shared_panel) {
     run_shared(&j, in[0]);
     return;

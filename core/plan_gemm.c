@@ -65,26 +65,34 @@ finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0, __mmas
 #define STORE(i)                                                                                   \
   if ((i) < t->mr) finish_row(t, (i), c##i##a, c##i##b, m0, m1);
 
+/* Row k of the packed columns, or of the columns read in place (gemm_tile.b_off). */
+#define B_PACKED(k) (t->b + (k)*GEMM_NR)
+#define B_IN_PLACE(k) (t->b + t->b_off[k])
+
 /* The kernel over the rows that ROWS lists (weights still GEMM_MR apart per step). */
-#define GEMM_KERNEL(name, ROWS)                                                                    \
+#define GEMM_KERNEL(name, ROWS, B_ROW)                                                             \
   TARGET static void name(const gemm_tile *t) {                                                    \
     __mmask16 m0 = tail_mask(t->nr), m1 = tail_mask(t->nr - 16);                                   \
     ROWS(DECL)                                                                                     \
     if (t->load_c) {                                                                               \
       ROWS(LOAD)                                                                                   \
     }                                                                                              \
-    const float *a = t->a, *b = t->b;                                                              \
-    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR, b += GEMM_NR) {                              \
+    const float *a = t->a;                                                                         \
+    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR) {                                            \
       _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \
+      const float *b = B_ROW(k);                                                                   \
       __m512 b0 = _mm512_loadu_ps(b), b1 = _mm512_loadu_ps(b + 16);                                \
       ROWS(STEP)                                                                                   \
     }                                                                                              \
     ROWS(STORE)                                                                                    \
   }
 
-GEMM_KERNEL(tile_rows4, ROWS4)
-GEMM_KERNEL(tile_rows8, ROWS8)
-GEMM_KERNEL(tile_rows12, ROWS12)
+GEMM_KERNEL(tile_rows4, ROWS4, B_PACKED)
+GEMM_KERNEL(tile_rows8, ROWS8, B_PACKED)
+GEMM_KERNEL(tile_rows12, ROWS12, B_PACKED)
+GEMM_KERNEL(tile_rows4_in_place, ROWS4, B_IN_PLACE)
+GEMM_KERNEL(tile_rows8_in_place, ROWS8, B_IN_PLACE)
+GEMM_KERNEL(tile_rows12_in_place, ROWS12, B_IN_PLACE)
 
 #define HDECL(i) __m512 c##i##a = _mm512_setzero_ps();
 #define HLOAD(i)                                                                                   \
@@ -94,36 +102,42 @@ GEMM_KERNEL(tile_rows12, ROWS12)
   if ((i) < t->mr) finish_row(t, (i), c##i##a, _mm512_setzero_ps(), m0, 0);
 
 /* The kernel for a slab of at most 16 valid columns (a map's last, half-empty slab). */
-#define GEMM_KERNEL_HALF(name, ROWS)                                                               \
+#define GEMM_KERNEL_HALF(name, ROWS, B_ROW)                                                        \
   TARGET static void name(const gemm_tile *t) {                                                    \
     __mmask16 m0 = tail_mask(t->nr);                                                               \
     ROWS(HDECL)                                                                                    \
     if (t->load_c) {                                                                               \
       ROWS(HLOAD)                                                                                  \
     }                                                                                              \
-    const float *a = t->a, *b = t->b;                                                              \
-    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR, b += GEMM_NR) {                              \
+    const float *a = t->a;                                                                         \
+    for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR) {                                            \
       _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \
-      __m512 b0 = _mm512_loadu_ps(b);                                                              \
+      __m512 b0 = _mm512_loadu_ps(B_ROW(k));                                                       \
       ROWS(HSTEP)                                                                                  \
     }                                                                                              \
     ROWS(HSTORE)                                                                                   \
   }
 
-GEMM_KERNEL_HALF(half_rows4, ROWS4)
-GEMM_KERNEL_HALF(half_rows8, ROWS8)
-GEMM_KERNEL_HALF(half_rows12, ROWS12)
+GEMM_KERNEL_HALF(half_rows4, ROWS4, B_PACKED)
+GEMM_KERNEL_HALF(half_rows8, ROWS8, B_PACKED)
+GEMM_KERNEL_HALF(half_rows12, ROWS12, B_PACKED)
+GEMM_KERNEL_HALF(half_rows4_in_place, ROWS4, B_IN_PLACE)
+GEMM_KERNEL_HALF(half_rows8_in_place, ROWS8, B_IN_PLACE)
+GEMM_KERNEL_HALF(half_rows12_in_place, ROWS12, B_IN_PLACE)
+
+typedef void (*tile_kernel)(const gemm_tile *);
+
+/* By rows (4, 8, 12), width (16 or 32 columns) and columns packed or read in place. */
+static const tile_kernel tile_kernels[3][2][2] = {
+    {{tile_rows4, tile_rows4_in_place}, {half_rows4, half_rows4_in_place}},
+    {{tile_rows8, tile_rows8_in_place}, {half_rows8, half_rows8_in_place}},
+    {{tile_rows12, tile_rows12_in_place}, {half_rows12, half_rows12_in_place}}};
 
 /* A last block of 4 or 8 rows (64, 128, 256 channels) runs a shorter kernel instead of
  * multiplying zero rows, a slab of 16 columns or fewer a narrower one. */
 void plan_gemm_tile(const gemm_tile *t) {
-  bool half = t->nr <= 16;
-  if (t->mr <= 4)
-    (half ? half_rows4 : tile_rows4)(t);
-  else if (t->mr <= 8)
-    (half ? half_rows8 : tile_rows8)(t);
-  else
-    (half ? half_rows12 : tile_rows12)(t);
+  int rows = t->mr <= 4 ? 0 : t->mr <= 8 ? 1 : 2;
+  tile_kernels[rows][t->nr <= 16][t->b_off != NULL](t);
 }
 
 #define PIXELS1(X) X(0)
@@ -282,35 +296,4 @@ plan_pack_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_str
     _mm512_storeu_ps(dst, lo);
     _mm512_storeu_ps(dst + 16, hi);
   }
-}
-
-TARGET void plan_pack_padded(float *slab, const padded_input *in, const slab_piece *pieces,
-                             int n_pieces) {
-  __mmask16 lo[GEMM_NR], hi[GEMM_NR];
-  int64_t off[GEMM_NR];
-  for (int i = 0; i < n_pieces; i++) {
-    int d0 = pieces[i].dst, d1 = d0 + pieces[i].len;
-    lo[i] = span_mask(d0, d1);
-    hi[i] = span_mask(d0 - 16, d1 - 16);
-    off[i] = pieces[i].oh * in->stride_h * in->cols + pieces[i].ow0 - d0;
-  }
-  int64_t plane = in->rows * in->cols;
-  for (int64_t ch = 0; ch < in->channels; ch++)
-    for (int ki = 0; ki < in->kh; ki++) {
-      /* kernel column kj reads phase (kj * dil_w) % stride_w at column (kj * dil_w) / stride_w */
-      int64_t phase = 0, col = 0;
-      for (int kj = 0; kj < in->kw; kj++, slab += GEMM_NR) {
-        const float *base =
-            in->x + (ch * in->stride_w + phase) * plane + (int64_t)ki * in->dil_h * in->cols + col;
-        for (phase += in->dil_w; phase >= in->stride_w; phase -= in->stride_w)
-          col++;
-        __m512 l = _mm512_setzero_ps(), h = _mm512_setzero_ps();
-        for (int i = 0; i < n_pieces; i++) {
-          l = _mm512_mask_loadu_ps(l, lo[i], base + off[i]);
-          h = _mm512_mask_loadu_ps(h, hi[i], base + off[i] + 16);
-        }
-        _mm512_storeu_ps(slab, l);
-        _mm512_storeu_ps(slab + 16, h);
-      }
-    }
 }

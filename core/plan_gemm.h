@@ -75,8 +75,9 @@ void plan_small_store(const small_out *o);
 
 typedef struct gemm_tile {
   int64_t kc;
-  const float *a; /* [kc][GEMM_MR] */
-  const float *b; /* [kc][GEMM_NR] */
+  const float *a;       /* [kc][GEMM_MR] */
+  const float *b;       /* [kc][GEMM_NR], or with b_off: row k at b + b_off[k] */
+  const int64_t *b_off; /* NULL: b is packed */
   float *c;
   int64_t ldc;
   int mr, nr;        /* valid rows and columns */
@@ -102,20 +103,6 @@ typedef struct slab_piece {
   int dst, len;
   int64_t oh, ow0;
 } slab_piece;
-
-/* The input of a convolution with few channels, zero-padded and split by column phase
- * (stride_w), so that every im2col row of a slab is a run of consecutive floats:
- * x[ch][phase][row][col] for padded row `row` and padded column col * stride_w + phase. */
-typedef struct padded_input {
-  const float *x;
-  int64_t rows, cols; /* per phase */
-  int64_t channels;
-  int kh, kw, stride_h, stride_w, dil_h, dil_w;
-} padded_input;
-
-/* Every im2col row (channel, kernel row, kernel column) of the pieces' columns into a slab
- * [k][GEMM_NR], zero-padded. */
-void plan_pack_padded(float *slab, const padded_input *in, const slab_piece *pieces, int n_pieces);
 
 /* rows slab rows of GEMM_NR floats, dst + r * dst_stride, gathered from src + r * src_stride
  * by the runs (consecutive sources stride apart). */

@@ -26,7 +26,8 @@ typedef struct plan_conv {
   bool shared_panel;        /* row tiles share one packed input (Winograd: V), built first */
   int winograd;             /* 3x3 as F(w x w, 3x3), w = 2 or 4 (2 at stride 2), else 0; packed U */
   bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
-  bool padded;              /* few input channels: packed from a padded, phase-split copy */
+  bool padded;              /* few input channels: read in place from a padded, phase-split copy */
+  int64_t *b_off;           /* padded: where each im2col row starts in the copy, at output (0, 0) */
 } plan_conv;
 
 typedef struct plan_node {
