@@ -148,9 +148,12 @@ lint:
 		--suppress=missingIncludeSystem core registry plugins backbones tests examples
 	clang-tidy --quiet $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(wildcard plugins/*/*.c backbones/*/*.c) \
 		-- -std=gnu11 -Icore/include $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+	clang-format --dry-run --Werror $(FORMAT_SRC)
+
+FORMAT_SRC = $(shell find core registry plugins backbones tests examples -name '*.[ch]')
 
 format:
-	clang-format -i $(LIB_SRC) $(CLI_SRC) $(PLUGIN_SRC) $(TEST_SRC) $(wildcard examples/*/*.c) core/include/*.h core/include/cbrick/*.h
+	clang-format -i $(FORMAT_SRC)
 
 clean:
 	rm -rf $(BUILD) build-asan

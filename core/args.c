@@ -40,8 +40,12 @@ void cb_args_free(cb_args *a) {
   free(a);
 }
 
-const char *cb_args_path(const cb_args *a) { return a->path; }
-json_t *cb_args_json(const cb_args *a) { return a->cfg; }
+const char *cb_args_path(const cb_args *a) {
+  return a->path;
+}
+json_t *cb_args_json(const cb_args *a) {
+  return a->cfg;
+}
 
 bool cb_args_has(const cb_args *a, const char *key) {
   json_t *v = json_object_get(a->cfg, key);
@@ -61,14 +65,21 @@ json_t *cb_args_value(cb_args *a, const char *key) {
 
 static const char *json_kind(const json_t *v) {
   switch (json_typeof(v)) {
-  case JSON_OBJECT: return "an object";
-  case JSON_ARRAY: return "a list";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a number";
+  case JSON_OBJECT:
+    return "an object";
+  case JSON_ARRAY:
+    return "a list";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+    return "an integer";
+  case JSON_REAL:
+    return "a number";
   case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  default: return "null";
+  case JSON_FALSE:
+    return "a boolean";
+  default:
+    return "null";
   }
 }
 
@@ -78,8 +89,7 @@ int cb_args_fail(const cb_args *a, const char *key, cb_error *err, const char *f
   va_start(ap, fmt);
   vsnprintf(detail, sizeof detail, fmt, ap);
   va_end(ap);
-  if (*a->path)
-    return cb_fail(err, "%s.%s: %s", a->path, key, detail);
+  if (*a->path) return cb_fail(err, "%s.%s: %s", a->path, key, detail);
   return cb_fail(err, "%s: %s", key, detail);
 }
 
@@ -144,8 +154,7 @@ int cb_args_bool(cb_args *a, const char *key, bool def, bool *out, cb_error *err
   return 0;
 }
 
-int cb_args_string(cb_args *a, const char *key, const char *def, const char **out,
-                   cb_error *err) {
+int cb_args_string(cb_args *a, const char *key, const char *def, const char **out, cb_error *err) {
   json_t *v = cb_args_value(a, key);
   if (!v || json_is_null(v)) {
     *out = def;
@@ -156,12 +165,13 @@ int cb_args_string(cb_args *a, const char *key, const char *def, const char **ou
   return 0;
 }
 
-int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef,
-                     long long *out, int max, int *n, cb_error *err) {
+int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef, long long *out,
+                     int max, int *n, cb_error *err) {
   json_t *v = cb_args_value(a, key);
   if (!v || json_is_null(v)) {
     if (ndef > max) return cb_args_fail(a, key, err, "default list longer than %d", max);
-    for (int i = 0; i < ndef; i++) out[i] = def[i];
+    for (int i = 0; i < ndef; i++)
+      out[i] = def[i];
     *n = ndef;
     return 0;
   }
@@ -236,8 +246,7 @@ int cb_args_int_pair(cb_args *a, const char *key, int min, int max, int out[2], 
   if (pair_value(a, key, v, pair, err)) return -1;
   for (int i = 0; i < 2; i++)
     if (pair[i] < min || pair[i] > max)
-      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, max,
-                          pair[i]);
+      return cb_args_fail(a, key, err, "must be between %d and %d, found %lld", min, max, pair[i]);
   out[0] = (int)pair[0];
   out[1] = (int)pair[1];
   return 0;
@@ -278,7 +287,8 @@ static int edit_distance(const char *s, const char *t) {
   size_t n = strlen(s), m = strlen(t);
   if (n > 63 || m > 63) return 99;
   int row[64];
-  for (size_t j = 0; j <= m; j++) row[j] = (int)j;
+  for (size_t j = 0; j <= m; j++)
+    row[j] = (int)j;
   for (size_t i = 1; i <= n; i++) {
     int diag = row[0];
     row[0] = (int)i;

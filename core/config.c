@@ -24,8 +24,7 @@ static int cycle_error(const include_chain *chain, const char *path, cb_error *e
   for (int k = 0; k < chain->depth && n < sizeof text; k++)
     n += (size_t)snprintf(text + n, sizeof text - n, "%s -> ", chain->shown[k]);
   if (n < sizeof text) snprintf(text + n, sizeof text - n, "%s", path);
-  return cb_fail(err, "%s: " BASE_KEY " inclusion cycle: %s", chain->shown[chain->depth - 1],
-                 text);
+  return cb_fail(err, "%s: " BASE_KEY " inclusion cycle: %s", chain->shown[chain->depth - 1], text);
 }
 
 static int chain_push(include_chain *chain, const char *path, cb_error *err) {
@@ -47,7 +46,9 @@ static int chain_push(include_chain *chain, const char *path, cb_error *err) {
   return 0;
 }
 
-static void chain_pop(include_chain *chain) { free(chain->real[--chain->depth]); }
+static void chain_pop(include_chain *chain) {
+  free(chain->real[--chain->depth]);
+}
 
 /* os.path.join(os.path.dirname(file), base). */
 static char *base_path(const char *file, const char *base) {
@@ -87,8 +88,8 @@ static int check_bases(json_t *bases, const char *file, cb_error *err) {
     }
     return 0;
   }
-  return cb_fail(err, "%s: " BASE_KEY ": expected a path string or a list of them, found %s",
-                 file, config_type_name(bases));
+  return cb_fail(err, "%s: " BASE_KEY ": expected a path string or a list of them, found %s", file,
+                 config_type_name(bases));
 }
 
 static int load_one_base(include_chain *chain, json_t *merged, json_t *owners, const char *file,

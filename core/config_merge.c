@@ -9,24 +9,35 @@
 const char *config_type_name(const json_t *v) {
   if (!v) return "nothing";
   switch (json_typeof(v)) {
-  case JSON_OBJECT: return "a dict";
-  case JSON_ARRAY: return "a list";
-  case JSON_STRING: return "a string";
-  case JSON_INTEGER: return "an integer";
-  case JSON_REAL: return "a float";
+  case JSON_OBJECT:
+    return "a dict";
+  case JSON_ARRAY:
+    return "a list";
+  case JSON_STRING:
+    return "a string";
+  case JSON_INTEGER:
+    return "an integer";
+  case JSON_REAL:
+    return "a float";
   case JSON_TRUE:
-  case JSON_FALSE: return "a boolean";
-  case JSON_NULL: return "null";
+  case JSON_FALSE:
+    return "a boolean";
+  case JSON_NULL:
+    return "null";
   }
   return "an unknown value";
 }
 
 static void key_path(char *out, const char *path, const char *key) {
-  if (path[0]) snprintf(out, KEY_PATH_MAX, "%s.%s", path, key);
-  else snprintf(out, KEY_PATH_MAX, "%s", key);
+  if (path[0])
+    snprintf(out, KEY_PATH_MAX, "%s.%s", path, key);
+  else
+    snprintf(out, KEY_PATH_MAX, "%s", key);
 }
 
-static const char *shown(const char *path) { return path[0] ? path : "(top level)"; }
+static const char *shown(const char *path) {
+  return path[0] ? path : "(top level)";
+}
 
 /* Removes obj's "_delete_" and tells whether it was true. */
 static int take_delete(json_t *obj, const char *file, const char *path, int *del, cb_error *err) {

@@ -11,8 +11,12 @@
  * from both ends, "[..]"/"(..)"/top-level commas make lists, then int, float, bool,
  * None, else the text itself. */
 
-static int is_quote(char c) { return c == '\'' || c == '"'; }
-static int is_digit(char c) { return c >= '0' && c <= '9'; }
+static int is_quote(char c) {
+  return c == '\'' || c == '"';
+}
+static int is_digit(char c) {
+  return c >= '0' && c <= '9';
+}
 
 /* Python's digit runs: digits with single underscores between them. Copies the digits
  * to out (advancing *o) and returns how many there were. */
@@ -75,28 +79,42 @@ static json_t *scalar(const char *s, size_t n, cb_error *err) {
   json_int_t i;
   double d;
   json_t *v = NULL;
-  if (!text || !buf) cb_fail(err, "out of memory");
-  else if (parse_int(text, buf, &i) == 0) v = json_integer(i);
-  else if (parse_float(text, buf, &d) == 0) v = json_real(d);
-  else if (strcasecmp(text, "true") == 0) v = json_true();
-  else if (strcasecmp(text, "false") == 0) v = json_false();
-  else if (strcmp(text, "None") == 0) v = json_null();
-  else if (!(v = json_stringn(text, n))) cb_fail(err, "\"%s\" is not valid UTF-8", text);
+  if (!text || !buf)
+    cb_fail(err, "out of memory");
+  else if (parse_int(text, buf, &i) == 0)
+    v = json_integer(i);
+  else if (parse_float(text, buf, &d) == 0)
+    v = json_real(d);
+  else if (strcasecmp(text, "true") == 0)
+    v = json_true();
+  else if (strcasecmp(text, "false") == 0)
+    v = json_false();
+  else if (strcmp(text, "None") == 0)
+    v = json_null();
+  else if (!(v = json_stringn(text, n)))
+    cb_fail(err, "\"%s\" is not valid UTF-8", text);
   free(text);
   free(buf);
   return v;
 }
 
-static int is_open(char c) { return c == '[' || c == '('; }
-static int is_close(char c) { return c == ']' || c == ')'; }
+static int is_open(char c) {
+  return c == '[' || c == '(';
+}
+static int is_close(char c) {
+  return c == ']' || c == ')';
+}
 
 /* Index of the first comma outside brackets, or n. */
 static size_t next_comma(const char *s, size_t n) {
   int depth = 0;
   for (size_t i = 0; i < n; i++) {
-    if (is_open(s[i])) depth++;
-    else if (is_close(s[i])) depth--;
-    else if (s[i] == ',' && depth == 0) return i;
+    if (is_open(s[i]))
+      depth++;
+    else if (is_close(s[i]))
+      depth--;
+    else if (s[i] == ',' && depth == 0)
+      return i;
   }
   return n;
 }
@@ -105,8 +123,10 @@ static size_t next_comma(const char *s, size_t n) {
 static size_t matching_close(const char *s, size_t n) {
   int depth = 0;
   for (size_t i = 0; i < n; i++) {
-    if (is_open(s[i])) depth++;
-    else if (is_close(s[i]) && --depth == 0) return i;
+    if (is_open(s[i]))
+      depth++;
+    else if (is_close(s[i]) && --depth == 0)
+      return i;
   }
   return n;
 }
@@ -130,8 +150,10 @@ static json_t *parse_items(const char *s, size_t n, cb_error *err) {
 }
 
 static json_t *parse_span(const char *s, size_t n, cb_error *err) {
-  while (n > 0 && is_quote(s[0])) s++, n--;
-  while (n > 0 && is_quote(s[n - 1])) n--;
+  while (n > 0 && is_quote(s[0]))
+    s++, n--;
+  while (n > 0 && is_quote(s[n - 1]))
+    n--;
   if (n >= 2 && is_open(s[0]) && matching_close(s, n) == n - 1)
     return parse_items(s + 1, n - 2, err);
   if (next_comma(s, n) < n) return parse_items(s, n, err);
@@ -154,8 +176,7 @@ static int check_brackets(const char *s, cb_error *err) {
     }
   }
   if (depth)
-    return cb_fail(err, "unbalanced brackets in \"%s\": '%c' is never closed", s,
-                   stack[depth - 1]);
+    return cb_fail(err, "unbalanced brackets in \"%s\": '%c' is never closed", s, stack[depth - 1]);
   return 0;
 }
 

@@ -80,8 +80,10 @@ static char *read_whole_file(const char *path, size_t *len, cb_error *err) {
 static char *absolute_path(const char *path) {
   char cwd[4096];
   char *joined;
-  if (path[0] == '/') joined = strdup(path);
-  else joined = getcwd(cwd, sizeof cwd) ? config_strdupf("%s/%s", cwd, path) : NULL;
+  if (path[0] == '/')
+    joined = strdup(path);
+  else
+    joined = getcwd(cwd, sizeof cwd) ? config_strdupf("%s/%s", cwd, path) : NULL;
   if (!joined) return NULL;
   char *out = malloc(strlen(joined) + 2);
   if (!out) {
@@ -93,7 +95,8 @@ static char *absolute_path(const char *path) {
   for (char *part = strtok_r(joined, "/", &save); part; part = strtok_r(NULL, "/", &save)) {
     if (strcmp(part, ".") == 0) continue;
     if (strcmp(part, "..") == 0) {
-      while (n > 0 && out[n - 1] != '/') n--;
+      while (n > 0 && out[n - 1] != '/')
+        n--;
       if (n > 0) n--;
       continue;
     }
@@ -126,7 +129,8 @@ static int file_names_init(file_names *f, const char *path) {
   if (!f->basename || !f->dirname) return -1;
   /* os.path.splitext: leading dots of the name never start the extension. */
   const char *name = f->basename;
-  while (*name == '.') name++;
+  while (*name == '.')
+    name++;
   const char *dot = strrchr(name, '.');
   size_t stem_len = dot ? (size_t)(dot - f->basename) : strlen(f->basename);
   f->stem = strndup(f->basename, stem_len);
@@ -137,7 +141,8 @@ static int file_names_init(file_names *f, const char *path) {
 static int text_append(subst_text *t, const char *s, size_t n) {
   if (t->len + n + 1 > t->cap) {
     size_t cap = t->cap ? t->cap : 256;
-    while (t->len + n + 1 > cap) cap *= 2;
+    while (t->len + n + 1 > cap)
+      cap *= 2;
     char *data = realloc(t->data, cap);
     if (!data) return -1;
     t->data = data;
@@ -162,16 +167,22 @@ static int text_replace(subst_text *t, size_t in, size_t in_len, const char *val
   return text_append(t, value, out_len);
 }
 
-static int is_word(char c) { return isalnum((unsigned char)c) || c == '_'; }
-static int is_quote(char c) { return c == '\'' || c == '"'; }
+static int is_word(char c) {
+  return isalnum((unsigned char)c) || c == '_';
+}
+static int is_quote(char c) {
+  return c == '\'' || c == '"';
+}
 
 static size_t skip_space(const char *s, size_t i, size_t n) {
-  while (i < n && isspace((unsigned char)s[i])) i++;
+  while (i < n && isspace((unsigned char)s[i]))
+    i++;
   return i;
 }
 
 static size_t skip_word(const char *s, size_t i, size_t n) {
-  while (i < n && is_word(s[i])) i++;
+  while (i < n && is_word(s[i]))
+    i++;
   return i;
 }
 
@@ -221,11 +232,13 @@ static int match_env(const char *s, size_t i, size_t n, env_token *tok) {
   if (p < n && s[p] == ':') {
     p = skip_space(s, p + 1, n);
     size_t close = p;
-    while (close < n && !at_close(s, close, n)) close++;
+    while (close < n && !at_close(s, close, n))
+      close++;
     if (close >= n) return 0;
     size_t d_end = close;
     if (d_end > p && is_quote(s[d_end - 1])) d_end--;
-    while (d_end > p && isspace((unsigned char)s[d_end - 1])) d_end--;
+    while (d_end > p && isspace((unsigned char)s[d_end - 1]))
+      d_end--;
     for (size_t k = p; k < d_end; k++)
       if (isspace((unsigned char)s[k])) return 0;
     tok->deflt = s + p;
@@ -262,8 +275,8 @@ static int substitute_env(subst_text *t, const char *s, size_t i, size_t n, size
 }
 
 /* The {{...}} token at s[i]: 1 when replaced, 0 when not a token, -1 on error. */
-static int substitute_token(subst_text *t, const char *s, size_t i, size_t n,
-                            const file_names *f, size_t *end, const char *path, cb_error *err) {
+static int substitute_token(subst_text *t, const char *s, size_t i, size_t n, const file_names *f,
+                            size_t *end, const char *path, cb_error *err) {
   const char *value = predefined_value(s, i, n, f, end);
   if (!value) return substitute_env(t, s, i, n, end, path, err);
   if (text_replace(t, i, *end - i, value)) return cb_fail(err, "%s: out of memory", path);
@@ -299,7 +312,8 @@ static int substitute(subst_text *t, const char *s, size_t n, const char *path, 
 /* A byte offset in the substituted text as the offset in the file as written. */
 static size_t original_offset(const subst_text *t, size_t pos) {
   const text_span *last = NULL;
-  for (int k = 0; k < t->n_spans && t->spans[k].out < pos; k++) last = &t->spans[k];
+  for (int k = 0; k < t->n_spans && t->spans[k].out < pos; k++)
+    last = &t->spans[k];
   if (!last) return pos;
   if (pos <= last->out + last->out_len) {
     size_t into = pos - last->out;
@@ -323,8 +337,8 @@ static void line_column(const char *s, size_t n, size_t pos, int *line, int *col
   }
 }
 
-static json_t *parse_json(const subst_text *t, const char *orig, size_t orig_len,
-                          const char *path, cb_error *err) {
+static json_t *parse_json(const subst_text *t, const char *orig, size_t orig_len, const char *path,
+                          cb_error *err) {
   json_error_t jerr;
   json_t *root = json_loadb(t->data, t->len, JSON_REJECT_DUPLICATES, &jerr);
   if (!root) {

@@ -39,7 +39,9 @@ void cb_error_clear(cb_error *err) {
   err->msg[0] = '\0';
 }
 
-void cb_set_quiet(int q) { quiet = q; }
+void cb_set_quiet(int q) {
+  quiet = q;
+}
 
 void cb_warn(const char *fmt, ...) {
   if (quiet) return;

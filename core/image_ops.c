@@ -8,8 +8,7 @@
 
 static int check_nchw(const cb_tensor *x, const char *what, cb_error *err) {
   if (x->dtype == CB_F32 && x->ndim == 4) return 0;
-  return cb_fail(err, "%s: expected a float32 NxCxHxW tensor, found %d dimensions", what,
-                 x->ndim);
+  return cb_fail(err, "%s: expected a float32 NxCxHxW tensor, found %d dimensions", what, x->ndim);
 }
 
 /* Source coordinate and weights of output index i (align_corners=False). */
@@ -147,7 +146,8 @@ static void colour(float t, unsigned char rgb[3]) {
   int i = (int)pos;
   if (i > 3) i = 3;
   float f = pos - (float)i;
-  for (int c = 0; c < 3; c++) rgb[c] = (unsigned char)(stops[i][c] * (1 - f) + stops[i + 1][c] * f);
+  for (int c = 0; c < 3; c++)
+    rgb[c] = (unsigned char)(stops[i][c] * (1 - f) + stops[i + 1][c] * f);
 }
 
 static float *channel_mean(const cb_tensor *feat, int64_t b) {
@@ -156,7 +156,8 @@ static float *channel_mean(const cb_tensor *feat, int64_t b) {
   if (!mean) return NULL;
   const float *src = cb_f32(feat) + b * c * plane;
   for (int64_t k = 0; k < c; k++)
-    for (int64_t i = 0; i < plane; i++) mean[i] += src[k * plane + i] / (float)c;
+    for (int64_t i = 0; i < plane; i++)
+      mean[i] += src[k * plane + i] / (float)c;
   return mean;
 }
 
@@ -178,7 +179,8 @@ int cb_heatmap_write_png(const cb_tensor *feat, int64_t b, int min_side, const c
   if (check_nchw(feat, "heat map", err)) return -1;
   int64_t h = feat->shape[2], w = feat->shape[3];
   int64_t scale = 1;
-  while ((h * scale < min_side || w * scale < min_side) && scale < 64) scale++;
+  while ((h * scale < min_side || w * scale < min_side) && scale < 64)
+    scale++;
   float *mean = channel_mean(feat, b);
   unsigned char *pixels = malloc((size_t)(h * scale * w * scale * 3));
   if (!mean || !pixels) {
@@ -194,8 +196,7 @@ int cb_heatmap_write_png(const cb_tensor *feat, int64_t b, int min_side, const c
   float range = hi > lo ? hi - lo : 1;
   for (int64_t y = 0; y < h * scale; y++)
     for (int64_t x = 0; x < w * scale; x++)
-      colour((mean[(y / scale) * w + x / scale] - lo) / range,
-             pixels + (y * w * scale + x) * 3);
+      colour((mean[(y / scale) * w + x / scale] - lo) / range, pixels + (y * w * scale + x) * 3);
   int rc = write_png_rgb(path, pixels, (int)(w * scale), (int)(h * scale), err);
   free(mean);
   free(pixels);

@@ -13,8 +13,8 @@
 
 static cb_tensor *new_rgb(int64_t h, int64_t w, const char *path, cb_error *err) {
   if (h <= 0 || w <= 0 || h > MAX_SIDE || w > MAX_SIDE) {
-    cb_fail(err, "%s: image size %lldx%lld is outside 1..%d pixels per side", path,
-            (long long)w, (long long)h, MAX_SIDE);
+    cb_fail(err, "%s: image size %lldx%lld is outside 1..%d pixels per side", path, (long long)w,
+            (long long)h, MAX_SIDE);
     return NULL;
   }
   return cb_tensor_new4(1, 3, h, w, err);
@@ -63,7 +63,8 @@ static int alloc_png_rows(png_rows *r, int64_t h, int64_t w) {
   r->pixels = malloc((size_t)(h * w * 3));
   r->rows = malloc((size_t)h * sizeof *r->rows);
   if (!r->pixels || !r->rows) return -1;
-  for (int64_t y = 0; y < h; y++) r->rows[y] = r->pixels + y * w * 3;
+  for (int64_t y = 0; y < h; y++)
+    r->rows[y] = r->pixels + y * w * 3;
   return 0;
 }
 
@@ -103,7 +104,8 @@ static cb_tensor *read_png(FILE *file, const char *path, cb_error *err) {
   }
   if (t) {
     png_read_image(png, rows.rows);
-    for (int64_t y = 0; y < h; y++) store_row(t, y, rows.rows[y], 3);
+    for (int64_t y = 0; y < h; y++)
+      store_row(t, y, rows.rows[y], 3);
   }
   free_png_rows(&rows);
   png_destroy_read_struct(&png, &info, NULL);

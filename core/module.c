@@ -178,8 +178,7 @@ cb_tensor *cb_module_forward(cb_module *m, const cb_tensor *x, cb_error *err) {
   return NULL;
 }
 
-int cb_module_forward_multi(cb_module *m, const cb_tensor *x, cb_tensor_list *outs,
-                            cb_error *err) {
+int cb_module_forward_multi(cb_module *m, const cb_tensor *x, cb_tensor_list *outs, cb_error *err) {
   if (m->ops->forward_multi) return m->ops->forward_multi(m, x, outs, err);
   if (!m->ops->forward) return cb_fail(err, "%s has no forward", m->ops->kind);
   cb_tensor *y = m->ops->forward(m, x, err);
@@ -188,7 +187,8 @@ int cb_module_forward_multi(cb_module *m, const cb_tensor *x, cb_tensor_list *ou
 
 void cb_module_train_default(cb_module *m, bool mode) {
   m->training = mode;
-  for (int i = 0; i < m->n_children; i++) cb_module_train(m->children[i], mode);
+  for (int i = 0; i < m->n_children; i++)
+    cb_module_train(m->children[i], mode);
 }
 
 void cb_module_train(cb_module *m, bool mode) {
@@ -201,7 +201,8 @@ void cb_module_train(cb_module *m, bool mode) {
 void cb_module_set_requires_grad(cb_module *m, bool requires_grad) {
   for (int i = 0; i < m->n_params; i++)
     if (!m->params[i].is_buffer) m->params[i].requires_grad = requires_grad;
-  for (int i = 0; i < m->n_children; i++) cb_module_set_requires_grad(m->children[i], requires_grad);
+  for (int i = 0; i < m->n_children; i++)
+    cb_module_set_requires_grad(m->children[i], requires_grad);
 }
 
 static void join_name(char *out, size_t cap, const char *prefix, const char *name) {
@@ -249,7 +250,8 @@ int64_t cb_module_count_params(const cb_module *m) {
   int64_t n = 0;
   for (int i = 0; i < m->n_params; i++)
     if (!m->params[i].is_buffer) n += cb_tensor_numel(m->params[i].tensor);
-  for (int i = 0; i < m->n_children; i++) n += cb_module_count_params(m->children[i]);
+  for (int i = 0; i < m->n_children; i++)
+    n += cb_module_count_params(m->children[i]);
   return n;
 }
 

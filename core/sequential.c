@@ -29,4 +29,6 @@ static const cb_module_ops sequential_ops = {
     .lower = sequential_lower,
 };
 
-cb_module *cb_sequential_new(cb_error *err) { return cb_module_new(&sequential_ops, NULL, err); }
+cb_module *cb_sequential_new(cb_error *err) {
+  return cb_module_new(&sequential_ops, NULL, err);
+}

@@ -185,15 +185,21 @@ static void bn_extra_repr(const cb_module *m, char *buf, size_t cap) {
 
 static const char *const bn_bases[] = {"_BatchNorm", NULL};
 
-static const cb_module_ops bn_2d_ops = {
-    .kind = "BatchNorm2d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
-    .lower = bn_lower};
-static const cb_module_ops bn_1d_ops = {
-    .kind = "BatchNorm1d", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
-    .lower = bn_lower};
-static const cb_module_ops bn_sync_ops = {
-    .kind = "SyncBatchNorm", .bases = bn_bases, .forward = bn_forward, .extra_repr = bn_extra_repr,
-    .lower = bn_lower};
+static const cb_module_ops bn_2d_ops = {.kind = "BatchNorm2d",
+                                        .bases = bn_bases,
+                                        .forward = bn_forward,
+                                        .extra_repr = bn_extra_repr,
+                                        .lower = bn_lower};
+static const cb_module_ops bn_1d_ops = {.kind = "BatchNorm1d",
+                                        .bases = bn_bases,
+                                        .forward = bn_forward,
+                                        .extra_repr = bn_extra_repr,
+                                        .lower = bn_lower};
+static const cb_module_ops bn_sync_ops = {.kind = "SyncBatchNorm",
+                                          .bases = bn_bases,
+                                          .forward = bn_forward,
+                                          .extra_repr = bn_extra_repr,
+                                          .lower = bn_lower};
 
 static void fill(cb_tensor *t, float v) {
   for (int64_t i = 0; i < cb_tensor_numel(t); i++)

@@ -509,8 +509,7 @@ static int add_params(cb_module *m, const ga_impl *g, cb_error *err) {
   if (g->spatial_range < 0) return 0;
   const int64_t shape[4] = {g->max_len, g->max_len, g->max_len_kv, g->max_len_kv};
   /* An nn.Parameter with requires_grad=False in mmcv. */
-  cb_tensor *map =
-      cb_module_add_param_typed(m, "local_constraint_map", CB_U8, 4, shape, err);
+  cb_tensor *map = cb_module_add_param_typed(m, "local_constraint_map", CB_U8, 4, shape, err);
   if (!map) return -1;
   cb_module_param(m, "local_constraint_map")->requires_grad = false;
   fill_local_constraint(g, map->data);

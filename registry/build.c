@@ -4,8 +4,7 @@
 
 #include "registry_internal.h"
 
-static int unknown_type(const char *registry, const char *type, const char *path,
-                        cb_error *err) {
+static int unknown_type(const char *registry, const char *type, const char *path, cb_error *err) {
   char names[1024], closest[128];
   cb_registry_describe(registry, type, names, sizeof names, closest, sizeof closest);
   if (!*names)
@@ -16,8 +15,8 @@ static int unknown_type(const char *registry, const char *type, const char *path
   if (*closest)
     return cb_fail(err, "%s.type: '%s' is not in the %s registry (did you mean '%s'? known: %s)",
                    path, type, registry, closest, names);
-  return cb_fail(err, "%s.type: '%s' is not in the %s registry (known: %s)", path, type,
-                 registry, names);
+  return cb_fail(err, "%s.type: '%s' is not in the %s registry (known: %s)", path, type, registry,
+                 names);
 }
 
 /* cfg with default_args filled in where cfg lacks them (a new reference). */
@@ -25,15 +24,13 @@ static json_t *merge_defaults(json_t *cfg, json_t *default_args) {
   json_t *merged = cfg ? json_deep_copy(cfg) : json_object();
   const char *key;
   json_t *value;
-  if (merged && default_args)
-    json_object_foreach(default_args, key, value) {
+  if (merged && default_args) json_object_foreach(default_args, key, value) {
       if (!json_object_get(merged, key)) json_object_set(merged, key, value);
     }
   return merged;
 }
 
-static cb_module *run_builder(cb_build_fn build, json_t *merged, const char *path,
-                              cb_error *err) {
+static cb_module *run_builder(cb_build_fn build, json_t *merged, const char *path, cb_error *err) {
   cb_args *args = cb_args_new(merged, path, err);
   if (!args) return NULL;
   cb_module *m = build(args, err);
@@ -73,8 +70,7 @@ cb_module *cb_build(const char *registry, json_t *cfg, json_t *default_args, con
   return m;
 }
 
-cb_module *cb_build_conv(json_t *cfg, const char *path, const cb_conv_spec *spec,
-                         cb_error *err) {
+cb_module *cb_build_conv(json_t *cfg, const char *path, const cb_conv_spec *spec, cb_error *err) {
   json_t *defaults =
       json_pack("{s:s, s:i, s:i, s:i, s:i, s:i, s:i, s:i, s:b}", "type", "Conv2d", "in_channels",
                 spec->in_channels, "out_channels", spec->out_channels, "kernel_size",
@@ -89,8 +85,12 @@ cb_module *cb_build_conv(json_t *cfg, const char *path, const cb_conv_spec *spec
   return m;
 }
 
-static bool is_upper(char c) { return c >= 'A' && c <= 'Z'; }
-static bool is_lower_or_digit(char c) { return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9'); }
+static bool is_upper(char c) {
+  return c >= 'A' && c <= 'Z';
+}
+static bool is_lower_or_digit(char c) {
+  return (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9');
+}
 
 /* mmcv's camel2snack: "NonLocal2d" -> "non_local2d", "SEBlock" -> "se_block". */
 static void snake_case(const char *word, char *out, size_t cap) {

@@ -43,11 +43,14 @@ static int register_entries(const cb_plugin_info *info, const char *path, cb_err
 
 static int check_info(const cb_plugin_info *info, const char *path, cb_error *err) {
   if (!info)
-    return cb_fail(err, "plugin %s: no entry point '%s' (not a cbrick plugin? define it with "
-                        "CB_PLUGIN)", path, CB_PLUGIN_SYMBOL);
+    return cb_fail(err,
+                   "plugin %s: no entry point '%s' (not a cbrick plugin? define it with "
+                   "CB_PLUGIN)",
+                   path, CB_PLUGIN_SYMBOL);
   if (info->abi_version != CB_ABI_VERSION)
-    return cb_fail(err, "plugin %s: built for cbrick ABI version %d, this library provides %d; "
-                        "rebuild the plugin against this cbrick",
+    return cb_fail(err,
+                   "plugin %s: built for cbrick ABI version %d, this library provides %d; "
+                   "rebuild the plugin against this cbrick",
                    path, info->abi_version, CB_ABI_VERSION);
   return 0;
 }
@@ -202,19 +205,18 @@ int cb_plugin_load(const char *name, const char *base_dir, cb_error *err) {
   }
   if (try_in(base_dir, name, path, sizeof path) || search_path(name, path, sizeof path))
     return cb_plugin_load_file(path, err);
-  return cb_fail(err, "plugin '%s': not found next to the config (%s) nor on the plugin search "
-                      "path (CBRICK_PLUGIN_PATH, %s)",
+  return cb_fail(err,
+                 "plugin '%s': not found next to the config (%s) nor on the plugin search "
+                 "path (CBRICK_PLUGIN_PATH, %s)",
                  name, base_dir ? base_dir : ".", cb_plugin_builtin_dir());
 }
 
 static int import_one(json_t *item, size_t index, const char *base_dir, bool allow_failed,
                       cb_error *err) {
   if (!json_is_string(item))
-    return cb_fail(err, "custom_imports.imports[%zu]: expected a plugin file name (string)",
-                   index);
+    return cb_fail(err, "custom_imports.imports[%zu]: expected a plugin file name (string)", index);
   if (cb_plugin_load(json_string_value(item), base_dir, err) == 0) return 0;
-  if (!allow_failed)
-    return cb_error_prefix(err, "custom_imports.imports[%zu]: ", index);
+  if (!allow_failed) return cb_error_prefix(err, "custom_imports.imports[%zu]: ", index);
   cb_warn("custom_imports: %s (ignored: allow_failed_imports is true)", err->msg);
   cb_error_clear(err);
   return 0;
@@ -233,8 +235,10 @@ int cb_plugin_custom_imports(json_t *config, const char *config_dir, cb_error *e
   json_t *value;
   json_object_foreach(ci, key, value) {
     if (strcmp(key, "imports") != 0 && strcmp(key, "allow_failed_imports") != 0)
-      return cb_fail(err, "custom_imports.%s: unknown key (expected imports, "
-                          "allow_failed_imports)", key);
+      return cb_fail(err,
+                     "custom_imports.%s: unknown key (expected imports, "
+                     "allow_failed_imports)",
+                     key);
   }
   bool allow_failed = json_is_true(allow);
   if (json_is_string(imports)) return import_one(imports, 0, config_dir, allow_failed, err);

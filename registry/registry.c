@@ -10,8 +10,7 @@ static int n_entries;
 
 static int find_index(const char *registry, const char *type) {
   for (int i = 0; i < n_entries; i++)
-    if (strcmp(entries[i].registry, registry) == 0 && strcmp(entries[i].type, type) == 0)
-      return i;
+    if (strcmp(entries[i].registry, registry) == 0 && strcmp(entries[i].type, type) == 0) return i;
   return -1;
 }
 
@@ -52,8 +51,8 @@ static int add_locked(const char *registry, const char *type, cb_build_fn build,
                       const char *provider, bool force, cb_error *err) {
   int at = find_index(registry, type);
   if (at >= 0 && !force)
-    return cb_fail(err, "%s is already registered in %s by %s; %s cannot register it again",
-                   type, registry, entries[at].provider, provider ? provider : "<host>");
+    return cb_fail(err, "%s is already registered in %s by %s; %s cannot register it again", type,
+                   registry, entries[at].provider, provider ? provider : "<host>");
   cb_registry_entry e;
   char *name = intern_locked(registry);
   if (!name || fill_entry(&e, name, type, build, abbr, provider))
@@ -99,11 +98,13 @@ void cb_registry_remove_provider(const char *provider) {
 
 void cb_registry_clear(void) {
   pthread_rwlock_wrlock(&lock);
-  for (int i = 0; i < n_entries; i++) free_entry(&entries[i]);
+  for (int i = 0; i < n_entries; i++)
+    free_entry(&entries[i]);
   free(entries);
   entries = NULL;
   n_entries = 0;
-  for (int i = 0; i < n_names; i++) free(names[i]);
+  for (int i = 0; i < n_names; i++)
+    free(names[i]);
   free(names);
   names = NULL;
   n_names = 0;
@@ -137,7 +138,8 @@ static int compare_entries(const void *a, const void *b) {
 }
 
 static void snapshot_free(cb_registry_entry *list, int n) {
-  for (int i = 0; list && i < n; i++) free_entry(&list[i]);
+  for (int i = 0; list && i < n; i++)
+    free_entry(&list[i]);
   free(list);
 }
 

@@ -392,7 +392,9 @@ Test(config_value, bracket_mismatch_is_refused) {
 
 /* ---- cb_config_apply_option ---- */
 
-static json_t *model(void) { return load(DATA "base_model.json"); }
+static json_t *model(void) {
+  return load(DATA "base_model.json");
+}
 
 static void apply_ok(json_t *cfg, const char *option) {
   cb_error err = {0};
@@ -418,8 +420,9 @@ Test(config_option, sets_every_value_form) {
   apply_ok(cfg, "model.strides=1,2,2,1");
   apply_ok(cfg, "model.name='a b'");
   assert_at(cfg, "model.depth", "101");
-  assert_at(cfg, "model.norm_cfg", "{\"type\": \"SyncBN\", \"requires_grad\": false,"
-                                   " \"momentum\": 0.1}");
+  assert_at(cfg, "model.norm_cfg",
+            "{\"type\": \"SyncBN\", \"requires_grad\": false,"
+            " \"momentum\": 0.1}");
   assert_at(cfg, "model.init", "null");
   assert_at(cfg, "model.out_indices", "[1, 3]");
   assert_at(cfg, "model.strides", "[1, 2, 2, 1]");

@@ -31,7 +31,8 @@ Test(image, jpeg_matches_png_closely) {
   cr_assert_not_null(jpg, "%s", err.msg);
   cr_assert(cb_tensor_same_shape(png, jpg));
   double diff = 0;
-  for (int64_t i = 0; i < cb_tensor_numel(png); i++) diff += fabs(cb_f32(png)[i] - cb_f32(jpg)[i]);
+  for (int64_t i = 0; i < cb_tensor_numel(png); i++)
+    diff += fabs(cb_f32(png)[i] - cb_f32(jpg)[i]);
   cr_assert_lt(diff / (double)cb_tensor_numel(png), 4.0, "JPEG decodes to the same picture");
   cb_tensor_free(png);
   cb_tensor_free(jpg);
@@ -59,19 +60,23 @@ Test(image, bad_files) {
 Test(image, bilinear_resize_matches_pytorch) {
   cb_error err = {0};
   cb_tensor *x = cb_tensor_new4(1, 1, 2, 3, &err);
-  for (int i = 0; i < 6; i++) cb_f32(x)[i] = (float)i;
+  for (int i = 0; i < 6; i++)
+    cb_f32(x)[i] = (float)i;
   cb_tensor *y = cb_resize_bilinear(x, 3, 5, &err);
   /* torch.nn.functional.interpolate(..., mode='bilinear', align_corners=False) */
   const float want[15] = {0.0f, 0.4f, 1.0f, 1.6f, 2.0f, 1.5f, 1.9f, 2.5f,
                           3.1f, 3.5f, 3.0f, 3.4f, 4.0f, 4.6f, 5.0f};
-  for (int i = 0; i < 15; i++) cr_assert_float_eq(cb_f32(y)[i], want[i], 1e-5, "at %d", i);
+  for (int i = 0; i < 15; i++)
+    cr_assert_float_eq(cb_f32(y)[i], want[i], 1e-5, "at %d", i);
   cb_tensor_free(x);
   cb_tensor_free(y);
   x = cb_tensor_new4(1, 1, 4, 4, &err);
-  for (int i = 0; i < 16; i++) cb_f32(x)[i] = (float)i;
+  for (int i = 0; i < 16; i++)
+    cb_f32(x)[i] = (float)i;
   y = cb_resize_bilinear(x, 3, 2, &err);
   const float down[6] = {1.1666667f, 3.1666667f, 6.5f, 8.5f, 11.833334f, 13.833334f};
-  for (int i = 0; i < 6; i++) cr_assert_float_eq(cb_f32(y)[i], down[i], 1e-5, "at %d", i);
+  for (int i = 0; i < 6; i++)
+    cr_assert_float_eq(cb_f32(y)[i], down[i], 1e-5, "at %d", i);
   cb_tensor_free(x);
   cb_tensor_free(y);
 }
@@ -112,7 +117,8 @@ Test(image, pad_and_normalize_from_config) {
 Test(image, heatmap_png_round_trips) {
   cb_error err = {0};
   cb_tensor *f = cb_tensor_new4(1, 2, 4, 8, &err);
-  for (int i = 0; i < 64; i++) cb_f32(f)[i] = (float)(i % 8);
+  for (int i = 0; i < 64; i++)
+    cb_f32(f)[i] = (float)(i % 8);
   char path[] = "/tmp/cbrick-heat-XXXXXX.png";
   close(mkstemps(path, 4));
   cr_assert_eq(cb_heatmap_write_png(f, 0, 64, path, &err), 0, "%s", err.msg);

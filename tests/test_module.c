@@ -60,7 +60,8 @@ Test(module, state_dict_names_and_order_match_pytorch) {
                           "layer1.0.bn1.running_mean layer1.0.bn1.num_batches_tracked ");
   cr_assert_not_null(cb_module_find_param(net, "layer1.0.bn1.running_mean"));
   cr_assert_null(cb_module_find_param(net, "layer1.0.bn2.running_mean"));
-  cr_assert_eq(cb_module_find(net, "layer1.0"), cb_module_child(cb_module_child(net, "layer1"), "0"));
+  cr_assert_eq(cb_module_find(net, "layer1.0"),
+               cb_module_child(cb_module_child(net, "layer1"), "0"));
   cr_assert_eq(cb_module_count_params(net), 2 + 4 + 4);
   cb_module_free(net);
 }

@@ -8,7 +8,9 @@
 
 #include "test_util.h"
 
-static const char *plugin_dir(void) { return test_plugin_path(""); }
+static const char *plugin_dir(void) {
+  return test_plugin_path("");
+}
 
 static void reset(void) {
   cb_plugin_unload_all();
@@ -31,7 +33,8 @@ Test(plugins, out_of_tree_plugin_loads_by_path_and_runs) {
   cr_assert_not_null(m, "%s", err.msg);
   cb_f32(cb_module_param(m, "weight")->tensor)[1] = 3.0f;
   cb_tensor *x = cb_tensor_new4(1, 2, 1, 2, &err);
-  for (int i = 0; i < 4; i++) cb_f32(x)[i] = (float)(i + 1);
+  for (int i = 0; i < 4; i++)
+    cb_f32(x)[i] = (float)(i + 1);
   cb_tensor *y = cb_module_forward(m, x, &err);
   cr_assert_not_null(y, "%s", err.msg);
   cr_assert_float_eq(cb_f32(y)[0], 1.0f, 1e-6);
@@ -49,8 +52,7 @@ Test(plugins, loading_twice_is_harmless) {
   char relative_twin[600];
   snprintf(relative_twin, sizeof relative_twin, "%s/tests/../tests/plugins/scale_layer.so",
            test_build_dir());
-  cr_assert_eq(cb_plugin_load_file(relative_twin, &err), 0, "%s",
-               err.msg);
+  cr_assert_eq(cb_plugin_load_file(relative_twin, &err), 0, "%s", err.msg);
 }
 
 Test(plugins, missing_file) {

@@ -7,8 +7,7 @@ static const cb_module_ops dummy_ops = {.kind = "Dummy"};
 
 static cb_module *build_dummy(cb_args *a, cb_error *err) {
   long long width;
-  if (cb_args_int(a, "width", 4, &width, err) ||
-      cb_args_int(a, "num_features", width, &width, err))
+  if (cb_args_int(a, "width", 4, &width, err) || cb_args_int(a, "num_features", width, &width, err))
     return NULL;
   if (width <= 0) return cb_args_fail(a, "width", err, "expected > 0, found %lld", width), NULL;
   cb_module *m = cb_module_new(&dummy_ops, NULL, err);
@@ -20,7 +19,9 @@ static cb_module *build_dummy(cb_args *a, cb_error *err) {
   return m;
 }
 
-static void clear(void) { cb_registry_clear(); }
+static void clear(void) {
+  cb_registry_clear();
+}
 
 TestSuite(registry, .init = clear, .fini = clear);
 
@@ -79,8 +80,8 @@ Test(registry, unknown_type_lists_and_suggests) {
   cb_registry_add("BACKBONES", "ResNetV1c", build_dummy, NULL, "r.so", false, &err);
   json_t *c = cfg("{\"type\": \"ResNt\"}");
   cr_assert_null(cb_build("BACKBONES", c, NULL, "model.backbone", &err));
-  cr_assert(strstr(err.msg, "model.backbone.type: 'ResNt' is not in the BACKBONES registry"),
-            "%s", err.msg);
+  cr_assert(strstr(err.msg, "model.backbone.type: 'ResNt' is not in the BACKBONES registry"), "%s",
+            err.msg);
   cr_assert(strstr(err.msg, "did you mean 'ResNet'?"), "%s", err.msg);
   cr_assert(strstr(err.msg, "known: ResNet, ResNetV1c"), "%s", err.msg);
   json_decref(c);

@@ -6,7 +6,9 @@ static cb_module *build_nothing(cb_args *a, cb_error *err) {
   return cb_fail(err, "never built"), NULL;
 }
 
-static int refuse(cb_error *err) { return cb_fail(err, "needs a device this machine lacks"); }
+static int refuse(cb_error *err) {
+  return cb_fail(err, "needs a device this machine lacks");
+}
 
 static const cb_plugin_entry entries[] = {
     {"PLUGIN_LAYERS", "NeedsDevice", build_nothing, NULL},

@@ -19,7 +19,8 @@ static cb_tensor *scale_forward(cb_module *m, const cb_tensor *x, cb_error *err)
   float *out = cb_f32(y);
   for (int64_t n = 0; n < x->shape[0]; n++)
     for (int64_t c = 0; c < s->channels; c++)
-      for (int64_t i = 0; i < plane; i++) out[(n * s->channels + c) * plane + i] *= w[c];
+      for (int64_t i = 0; i < plane; i++)
+        out[(n * s->channels + c) * plane + i] *= w[c];
   return y;
 }
 
@@ -46,7 +47,8 @@ static cb_module *build_scale(cb_args *a, cb_error *err) {
     cb_module_free(m);
     return NULL;
   }
-  for (long long c = 0; c < channels; c++) cb_f32(w)[c] = (float)init;
+  for (long long c = 0; c < channels; c++)
+    cb_f32(w)[c] = (float)init;
   return m;
 }
 

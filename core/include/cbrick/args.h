@@ -36,8 +36,8 @@ CB_API int cb_args_bool_list(cb_args *a, const char *key, bool *out, int max, in
 /* PyTorch's _pair: an integer (used for both) or [h, w]. Absent or null leaves out[] as it
  * is (the default). *scalar (may be NULL) tells whether a single integer was given. Values
  * outside [min, max] are errors naming the key. */
-CB_API int cb_args_int_pair(cb_args *a, const char *key, int min, int max, int out[2],
-                            bool *scalar, cb_error *err);
+CB_API int cb_args_int_pair(cb_args *a, const char *key, int min, int max, int out[2], bool *scalar,
+                            cb_error *err);
 /* Object or null/absent (*out = NULL). Borrowed. */
 CB_API int cb_args_object(cb_args *a, const char *key, json_t **out, cb_error *err);
 /* Any JSON value (NULL when absent), marked read. Borrowed. */

@@ -11,8 +11,7 @@ CB_API cb_tensor *cb_image_read(const char *path, cb_error *err);
 /* Bilinear resize of an NCHW tensor, align_corners=False (PyTorch's and OpenCV's rule). */
 CB_API cb_tensor *cb_resize_bilinear(const cb_tensor *x, int64_t h, int64_t w, cb_error *err);
 /* Pads at the bottom and right to h x w with value, as mmseg's padding does. */
-CB_API cb_tensor *cb_pad_to(const cb_tensor *x, int64_t h, int64_t w, float value,
-                            cb_error *err);
+CB_API cb_tensor *cb_pad_to(const cb_tensor *x, int64_t h, int64_t w, float value, cb_error *err);
 
 /* mmseg's input normalisation: (x - mean) / std per channel after an optional
  * channel flip (images are read as RGB; bgr_to_rgb false means the model wants BGR). */

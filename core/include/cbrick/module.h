@@ -52,7 +52,7 @@ struct cb_module {
   char **child_names;
   cb_module **children;
   int n_params;
-  cb_param *params; /* parameters and buffers, in registration order */
+  cb_param *params;    /* parameters and buffers, in registration order */
   char *kind_override; /* set by cb_module_set_kind; NULL uses ops->kind */
 };
 
@@ -63,8 +63,8 @@ CB_API void cb_module_free(cb_module *m);
 /* Takes ownership of child, also on failure. A repeated name is an error. */
 CB_API int cb_module_add_child(cb_module *m, const char *name, cb_module *child, cb_error *err);
 /* Float32 zero-filled parameter with requires_grad true; returns the tensor owned by m. */
-CB_API cb_tensor *cb_module_add_param(cb_module *m, const char *name, int ndim, const int64_t *shape,
-                                      cb_error *err);
+CB_API cb_tensor *cb_module_add_param(cb_module *m, const char *name, int ndim,
+                                      const int64_t *shape, cb_error *err);
 /* A parameter of another dtype (uint8 maps, say); requires_grad true. */
 CB_API cb_tensor *cb_module_add_param_typed(cb_module *m, const char *name, cb_dtype dtype,
                                             int ndim, const int64_t *shape, cb_error *err);

@@ -28,12 +28,12 @@ typedef struct cb_plugin_info {
 #define CB_PLUGIN_SYMBOL "cbrick_plugin_info"
 
 /* The one line that makes a .so a cbrick plugin:
- *   static const cb_plugin_entry entries[] = {{"CONV_LAYERS", "Conv2d", build_conv2d, NULL}, {NULL}};
- *   CB_PLUGIN("conv", "2-D convolution", entries); */
-#define CB_PLUGIN(name_, description_, entries_)                                               \
+ *   static const cb_plugin_entry entries[] = {{"CONV_LAYERS", "Conv2d", build_conv2d, NULL},
+ * {NULL}}; CB_PLUGIN("conv", "2-D convolution", entries); */
+#define CB_PLUGIN(name_, description_, entries_)                                                   \
   CB_API const cb_plugin_info cbrick_plugin_info = {CB_ABI_VERSION, name_, description_, entries_, \
                                                     NULL}
-#define CB_PLUGIN_WITH_INIT(name_, description_, entries_, init_)                              \
+#define CB_PLUGIN_WITH_INIT(name_, description_, entries_, init_)                                  \
   CB_API const cb_plugin_info cbrick_plugin_info = {CB_ABI_VERSION, name_, description_, entries_, \
                                                     init_}
 

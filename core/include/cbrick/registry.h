@@ -57,7 +57,7 @@ CB_API cb_module *cb_build_norm(json_t *cfg, const char *path, int num_features,
 
 /* mmcv's build_plugin_layer: extra (may be NULL) is passed as default args
  * (in_channels, ...). Writes abbr + postfix into name. */
-CB_API cb_module *cb_build_plugin(json_t *cfg, const char *path, const char *postfix,
-                                  json_t *extra, char *name, size_t name_cap, cb_error *err);
+CB_API cb_module *cb_build_plugin(json_t *cfg, const char *path, const char *postfix, json_t *extra,
+                                  char *name, size_t name_cap, cb_error *err);
 
 #endif
