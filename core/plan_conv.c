@@ -83,12 +83,10 @@ static int padded_offsets(plan_conv *c, int64_t h, int64_t w, cb_error *err) {
   return 0;
 }
 
-/* A task per output row, all output channels. */
+/* A task per output row (padded_task), all output channels; no shared panel. */
 static int tile_padded(cb_plan *plan, plan_node *n, cb_error *err) {
   plan_conv *c = &n->conv;
-  const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
-  c->n_tiles = (int)out[2];
-  c->mc = (int)round_up(c->o, GEMM_MR);
+  const int64_t *in = plan->values[n->in[0]].shape;
   c->shared_panel = false;
   return pack_weights(c, err) || padded_offsets(c, in[2], in[3], err) ? -1 : 0;
 }
