@@ -44,7 +44,7 @@ int plan_add_node(cb_plan_builder *b, plan_kind kind, int in0, int in1, const in
   int out = plan_add_value(plan, shape, index, err);
   if (out < 0) return -1;
   plan_node *n = &plan->nodes[index];
-  *n = (plan_node){.kind = kind, .in = {in0, in1}, .out = out, .name = strdup(b->name)};
+  *n = (plan_node){.kind = kind, .in = {in0, in1, -1}, .out = out, .name = strdup(b->name)};
   if (!n->name) return cb_fail(err, "plan: out of memory");
   plan->n_nodes++;
   return index;

@@ -3,6 +3,7 @@
 #include <stdlib.h>
 #include <string.h>
 
+#include "plan_gemm.h"
 #include "plan_internal.h"
 #include "threads.h"
 
@@ -18,7 +19,7 @@ static void count_uses(cb_plan *plan) {
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < PLAN_INPUTS; k++)
       if (n->in[k] >= 0) plan->values[n->in[k]].uses++;
   }
 }
@@ -78,7 +79,82 @@ static bool fuse_relu(cb_plan *plan, plan_node *n) {
   return true;
 }
 
-static void fuse(cb_plan *plan) {
+/* A live 1x1 convolution without padding, dilation or groups, of equal strides. */
+static bool plain_pointwise(const plan_node *n) {
+  const plan_conv *c = &n->conv;
+  const cb_conv2d_params *p = &c->p;
+  return n->kind == PN_CONV && !n->dead && c->kh == 1 && c->kw == 1 && p->groups == 1 &&
+         p->pad_h == 0 && p->pad_w == 0 && p->dil_h == 1 && p->dil_w == 1 &&
+         p->stride_h == p->stride_w && n->in[2] < 0;
+}
+
+/* "layer1.0.conv3" and "layer1.0.downsample.0" give "layer1.0.conv3+downsample.0". */
+static char *merged_name(const char *a, const char *b) {
+  size_t common = 0;
+  for (size_t i = 0; a[i] && a[i] == b[i]; i++)
+    if (a[i] == '.') common = i + 1;
+  size_t len = strlen(a) + strlen(b + common) + 2;
+  char *name = malloc(len);
+  if (name) snprintf(name, len, "%s+%s", a, b + common);
+  return name;
+}
+
+/* [main | side] per output channel: the side's depth follows the main's. */
+static float *concat_weights(const plan_conv *main, const plan_conv *side) {
+  int64_t k = main->k + side->k;
+  float *w = malloc((size_t)(main->o * k) * sizeof *w);
+  if (!w) return NULL;
+  for (int64_t o = 0; o < main->o; o++) {
+    memcpy(w + o * k, main->weight + o * main->k, (size_t)main->k * sizeof *w);
+    memcpy(w + o * k + main->k, side->weight + o * side->k, (size_t)side->k * sizeof *w);
+  }
+  return w;
+}
+
+/* n = conv_b(b) + r with r = conv_a(a) read by n alone, both 1x1 (a bottleneck's conv3 and
+ * its downsample): one GEMM over the depth of both, in n's place, with the stride-1 one's
+ * input as the main input and the other's as the side input. */
+static int merge_pointwise(cb_plan *plan, plan_node *n, cb_error *err) {
+  if (!plain_pointwise(n) || n->in[1] < 0) return 0;
+  const plan_value *r = &plan->values[n->in[1]];
+  if (r->producer < 0 || r->uses != 1 || r->is_output) return 0;
+  plan_node *a = &plan->nodes[r->producer];
+  if (!plain_pointwise(a) || a->in[1] >= 0 || a->relu || a->conv.o != n->conv.o) return 0;
+  plan_node *main = a->conv.p.stride_h == 1 ? a : n, *side = main == a ? n : a;
+  if (main->conv.p.stride_h != 1) return 0;
+  float *w = concat_weights(&main->conv, &side->conv);
+  char *name = merged_name(a->name, n->name);
+  if (!w || !name) {
+    free(w);
+    free(name);
+    return cb_fail(err, "plan: out of memory merging %s into %s", a->name, n->name);
+  }
+  for (int64_t o = 0; o < n->conv.o; o++)
+    n->conv.bias[o] += a->conv.bias[o];
+  int main_in = main->in[0], side_in = side->in[0];
+  plan_conv merged = main->conv;
+  merged.weight = w;
+  merged.bias = n->conv.bias;
+  merged.k = main->conv.k + side->conv.k;
+  merged.k_side = side->conv.k;
+  merged.side_stride = side->conv.p.stride_h;
+  free(main->conv.weight);
+  free(side->conv.weight);
+  free(a->conv.bias);
+  a->conv = (plan_conv){.o = a->conv.o};
+  n->conv = merged;
+  n->in[0] = main_in;
+  n->in[1] = -1;
+  n->in[2] = side_in;
+  free(n->name);
+  n->name = name;
+  n->flops += a->flops;
+  a->flops = 0;
+  a->dead = true;
+  return 0;
+}
+
+static int fuse(cb_plan *plan, cb_error *err) {
   count_uses(plan);
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
@@ -90,6 +166,11 @@ static void fuse(cb_plan *plan) {
       fuse_relu(plan, n);
   }
   count_uses(plan);
+  /* The merged GEMM packs both inputs into one panel: the AVX-512 kernels only. */
+  for (int i = 0; plan_gemm_available() && i < plan->n_nodes; i++)
+    if (merge_pointwise(plan, &plan->nodes[i], err)) return -1;
+  count_uses(plan);
+  return 0;
 }
 
 /* ---- the arena: blocks sorted by offset, first fit ---- */
@@ -149,7 +230,7 @@ static void find_last_uses(cb_plan *plan) {
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < PLAN_INPUTS; k++)
       if (n->in[k] >= 0 && plan->values[n->in[k]].last_use < i) plan->values[n->in[k]].last_use = i;
   }
 }
@@ -184,7 +265,7 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
       free(a.blocks);
       return cb_fail(err, "plan: out of memory");
     }
-    for (int k = 0; k < 2; k++)
+    for (int k = 0; k < PLAN_INPUTS; k++)
       if (n->in[k] > 0 && n->in[k] != inplace && plan->values[n->in[k]].last_use == i)
         arena_release(&a, n->in[k]);
     if (out->last_use < 0) arena_release(&a, n->out); /* never read */
@@ -234,8 +315,7 @@ static int plan_scratch(cb_plan *plan, cb_error *err) {
 }
 
 int plan_finish(cb_plan *plan, cb_error *err) {
-  fuse(plan);
-  return plan_arena(plan, err) || plan_scratch(plan, err) ? -1 : 0;
+  return fuse(plan, err) || plan_arena(plan, err) || plan_scratch(plan, err) ? -1 : 0;
 }
 
 static int check_eval(const char *name, cb_module *m, void *ud) {
@@ -311,8 +391,8 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
   *s = (cb_plan_stats){.arena_bytes = plan->arena_bytes, .values_bytes = plan->values_bytes};
   for (int i = 0; i < plan->n_nodes; i++) {
     const plan_node *n = &plan->nodes[i];
-    if (n->kind == PN_CONV) {
-      s->convs++;
+    if (n->kind == PN_CONV) s->convs++;
+    if (n->kind == PN_CONV && !n->dead) {
       s->flops += n->flops;
       int64_t og = n->conv.o / n->conv.p.groups;
       int64_t rows = n->conv.small || n->conv.winograd ? (n->conv.o + 31) / 32 * 32
@@ -326,6 +406,7 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
       s->fused_bn += n->kind == PN_AFFINE;
       s->fused_relu += n->kind == PN_RELU;
       s->fused_add += n->kind == PN_ADD;
+      s->merged_convs += n->kind == PN_CONV;
       continue;
     }
     s->nodes++;

@@ -173,6 +173,8 @@ typedef struct conv_job {
   cb_plan *plan;
   plan_node *node;
   const float *x, *residual;
+  const float *side; /* the side input of a merged pair of 1x1 convolutions, or NULL */
+  const int64_t *side_shape;
   float *y;
   int64_t c, h, w, oh, ow, cols, og;
   int n_tiles, m_tiles;
@@ -296,7 +298,7 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
   slab_run runs[GEMM_NR];
   if (c->direct) {
     runs[0] = (slab_run){0, (int)(c1 - c0), c0};
-    plan_pack_rows(dst, ld, img, j->cols, c->k, runs, 1, 1);
+    plan_pack_rows(dst, ld, img, j->cols, c->k - c->k_side, runs, 1, 1);
     return;
   }
   out_piece pieces[GEMM_NR];
@@ -310,8 +312,31 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
     }
 }
 
-static void pack_slab(const conv_job *j, const float *img, int64_t c0, int64_t c1, float *slab) {
-  pack_cols(j, img, c0, c1, slab, GEMM_NR);
+void plan_conv_pack_side(const plan_node *n, const int64_t *side, int64_t ow, const float *img,
+                         int64_t c0, int64_t c1, float *dst, int64_t ld) {
+  int64_t s = n->conv.side_stride;
+  slab_run runs[GEMM_NR];
+  int n_runs = 0;
+  for (int64_t q = c0; q < c1; n_runs++) {
+    int64_t oh = q / ow, ow0 = q % ow, len = ow - ow0 < c1 - q ? ow - ow0 : c1 - q;
+    runs[n_runs] = (slab_run){(int)(q - c0), (int)len, (oh * side[3] + ow0) * s};
+    q += len;
+  }
+  plan_pack_rows(dst, ld, img, side[2] * side[3], n->conv.k_side, runs, n_runs, (int)s);
+}
+
+/* Where image img, group g is packed from. */
+static const float *pack_source(const conv_job *j, int64_t img, int g) {
+  return j->x + (img * j->c + (int64_t)g * j->node->conv.cg) * j->h * j->w;
+}
+
+static void pack_slab(const conv_job *j, int64_t img, int g, int64_t c0, int64_t c1, float *slab) {
+  const plan_conv *c = &j->node->conv;
+  pack_cols(j, pack_source(j, img, g), c0, c1, slab, GEMM_NR);
+  if (!c->k_side) return;
+  const int64_t *side = j->side_shape;
+  plan_conv_pack_side(j->node, side, j->ow, j->side + img * side[1] * side[2] * side[3], c0, c1,
+                      slab + (c->k - c->k_side) * GEMM_NR, GEMM_NR);
 }
 
 void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
@@ -324,11 +349,6 @@ void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out,
                 .ow = out[3],
                 .cols = out[2] * out[3]};
   pack_cols(&j, img, c0, c1, dst, ld);
-}
-
-/* Where image img, group g is packed from. */
-static const float *pack_source(const conv_job *j, int64_t img, int g) {
-  return j->x + (img * j->c + (int64_t)g * j->node->conv.cg) * j->h * j->w;
 }
 
 /* One column phase of one channel of the padded copy, zero borders (a task per phase, so that
@@ -391,7 +411,6 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
                            int64_t n1, int thread) {
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
-  const float *x = pack_source(j, img, g);
   int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
   float *y = j->y + out_off;
   const float *res = j->residual ? j->residual + out_off : NULL;
@@ -401,7 +420,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
   int64_t slabs = (n1 - n0 + GEMM_NR - 1) / GEMM_NR, blocks = (j->og + GEMM_MR - 1) / GEMM_MR;
   for (int64_t s = 0; !c->shared_panel && s < slabs; s++) {
     int64_t c0 = n0 + s * GEMM_NR, c1 = c0 + GEMM_NR < n1 ? c0 + GEMM_NR : n1;
-    pack_slab(j, x, c0, c1, panel + s * c->k * GEMM_NR);
+    pack_slab(j, img, g, c0, c1, panel + s * c->k * GEMM_NR);
   }
   const float *a_group = c->packed + (int64_t)g * blocks * GEMM_MR * c->k;
   const float *bias = c->bias + (int64_t)g * j->og;
@@ -471,9 +490,8 @@ static void pack_shared_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;
   const plan_conv *c = &j->node->conv;
-  const float *x = pack_source(j, j->image, 0);
   int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
-  pack_slab(j, x, c0, c1, j->plan->shared + c0 * c->k);
+  pack_slab(j, j->image, 0, c0, c1, j->plan->shared + c0 * c->k);
 }
 
 static void shared_task(void *ctx, int task, int thread) {
@@ -516,6 +534,10 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
                 .ow = out[3],
                 .cols = out[2] * out[3],
                 .og = n->conv.o / n->conv.p.groups};
+  if (n->in[2] >= 0) {
+    j.side = plan->values[n->in[2]].data;
+    j.side_shape = plan->values[n->in[2]].shape;
+  }
   j.n_tiles = n->conv.n_tiles;
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
   if (n->conv.padded) {

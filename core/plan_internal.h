@@ -12,6 +12,8 @@
 #define CB_VECTOR __attribute__((target_clones("avx512f", "avx2", "default"), optimize("O3")))
 #endif
 
+#define PLAN_INPUTS 3
+
 typedef enum plan_kind { PN_CONV, PN_AFFINE, PN_RELU, PN_ADD, PN_POOL, PN_OPAQUE } plan_kind;
 
 typedef struct plan_conv {
@@ -28,12 +30,18 @@ typedef struct plan_conv {
   bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
   bool padded;              /* few input channels: read in place from a padded, phase-split copy */
   int64_t *b_off;           /* padded: where each im2col row starts in the copy, at output (0, 0) */
+  /* A second 1x1 convolution merged into this one's GEMM: the last k_side rows of the depth
+   * read the node's side input (in[2]) at stride side_stride, so y = W [x; side] + bias. */
+  int64_t k_side;
+  int side_stride;
 } plan_conv;
 
 typedef struct plan_node {
   plan_kind kind;
   char *name;
-  int in[2]; /* values; in[1]: a conv's residual or an add's second operand, else -1 */
+  /* values; in[1]: a conv's residual or an add's second operand, in[2]: a conv's side input
+   * (plan_conv.k_side), else -1 */
+  int in[PLAN_INPUTS];
   int out;
   bool relu; /* ReLU in the epilogue */
   bool dead; /* fused into another node */
@@ -106,6 +114,10 @@ size_t plan_conv_padded(const cb_plan *plan, const plan_node *n);
  * [k][ld] of dst (GEMM_NR floats written per row); in and out are the NCHW shapes. */
 void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
                       int64_t c0, int64_t c1, float *dst, int64_t ld);
+/* Columns [c0, c1) (at most GEMM_NR) of the side input of a merged convolution (shape side,
+ * one image at img) into rows [k_side][ld] of dst, for an output ow columns wide. */
+void plan_conv_pack_side(const plan_node *n, const int64_t *side, int64_t ow, const float *img,
+                         int64_t c0, int64_t c1, float *dst, int64_t ld);
 /* The small-map kernel: output pixels broadcast, output channels in vectors (plan_small.c). */
 bool plan_small_fits(const cb_plan *plan, const plan_node *n);
 int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);

@@ -203,6 +203,7 @@ CB_API void cb_plan_profile_reset(cb_plan *plan) {
 
 static const char *kind_name(const plan_node *n) {
   static const char *const names[] = {"conv", "affine", "relu", "add", "pool", "opaque"};
+  if (n->kind == PN_CONV && n->in[2] >= 0) return n->relu ? "conv+conv+relu" : "conv+conv";
   if (n->kind == PN_CONV && n->in[1] >= 0) return n->relu ? "conv+add+relu" : "conv+add";
   if (n->kind == PN_CONV && n->relu) return "conv+relu";
   if (n->kind == PN_POOL) return n->is_max ? "maxpool" : "avgpool";

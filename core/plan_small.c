@@ -81,9 +81,16 @@ static int64_t im2col_ld(const plan_value *out) {
   return round_up(out->shape[2] * out->shape[3], GEMM_NR);
 }
 
+/* Whether tasks read a copy made per image: the input's im2col matrix, or the rows of a
+ * merged convolution's side input taken at its stride. */
+static bool gathers(const plan_conv *c) {
+  return !c->direct || (c->k_side && c->side_stride > 1);
+}
+
 size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
-  if (n->conv.direct) return 0;
-  return (size_t)(n->conv.k * im2col_ld(&plan->values[n->out]));
+  const plan_conv *c = &n->conv;
+  if (!gathers(c)) return 0;
+  return (size_t)((c->direct ? c->k_side : c->k) * im2col_ld(&plan->values[n->out]));
 }
 
 /* The accumulators of one block of SMALL_NO channels. */
@@ -96,7 +103,7 @@ typedef struct small_job {
   cb_plan *plan;
   const plan_node *node;
   const int64_t *in, *out;
-  const float *x, *res;
+  const float *x, *res, *side;
   float *y;
   int64_t cols, m_tiles, n_tiles;
   int image; /* im2col: the image being run */
@@ -117,33 +124,41 @@ static void write_back(const small_job *j, const float *acc, int64_t m, int rows
   plan_small_store(&o);
 }
 
+/* Row k of the GEMM's A (depth k, every pixel), its stride, and how many rows follow it in
+ * the same source: the input or its im2col copy, then a merged side input or its copy. */
+static const float *depth_rows(const small_job *j, int64_t img, int64_t k, int64_t *lda,
+                               int64_t *rows) {
+  const plan_conv *c = &j->node->conv;
+  int64_t main_k = c->k - c->k_side, ld = im2col_ld(&j->plan->values[j->node->out]);
+  bool copy = k < main_k ? !c->direct : c->side_stride > 1;
+  const float *src =
+      k < main_k ? j->x + img * main_k * j->cols : j->side + img * c->k_side * j->cols;
+  *rows = k < main_k ? main_k - k : c->k - k;
+  if (k >= main_k) k -= main_k;
+  *lda = copy ? ld : j->cols;
+  return copy ? j->plan->shared + k * ld : src + k * j->cols;
+}
+
 static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, int thread) {
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
   int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   int64_t p0 = tn * c->nc, p1 = p0 + c->nc < j->cols ? p0 + c->nc : j->cols;
   float *acc = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
-  const float *a;
-  int64_t lda;
-  if (c->direct) {
-    a = j->x + img * c->k * j->cols;
-    lda = j->cols;
-  } else {
-    a = j->plan->shared;
-    lda = im2col_ld(&j->plan->values[n->out]);
-  }
   int64_t off = img * c->o * j->cols;
   const float *res = j->res ? j->res + off : NULL;
   if (res && n->residual_in_place) res = j->y + off;
   int64_t blocks = (m1 - m0 + SMALL_NO - 1) / SMALL_NO;
   for (int64_t b = 0; b < blocks; b++) {
     const float *w = c->packed + (m0 / SMALL_NO + b) * c->k * SMALL_NO;
-    for (int64_t k0 = 0; k0 < c->k; k0 += SMALL_KC) {
-      int64_t kc = c->k - k0 < SMALL_KC ? c->k - k0 : SMALL_KC;
+    for (int64_t k0 = 0, kc; k0 < c->k; k0 += kc) {
+      int64_t lda, rows;
+      const float *a = depth_rows(j, img, k0, &lda, &rows);
+      kc = rows < SMALL_KC ? rows : SMALL_KC;
       small_run r = {.n = p1 - p0,
                      .kc = kc,
                      .lda = lda,
-                     .a = a + k0 * lda + p0,
+                     .a = a + p0,
                      .w = w + k0 * SMALL_NO,
                      .c = acc,
                      .load_c = k0 > 0,
@@ -159,7 +174,7 @@ static void run_chunk(const small_job *j, int64_t img, int64_t tm, int64_t tn, i
 static void chunk_task(void *ctx, int task, int thread) {
   const small_job *j = ctx;
   int64_t per_image = j->m_tiles * j->n_tiles;
-  int64_t img = j->node->conv.direct ? task / per_image : j->image, rest = task % per_image;
+  int64_t img = gathers(&j->node->conv) ? j->image : task / per_image, rest = task % per_image;
   run_chunk(j, img, rest / j->n_tiles, rest % j->n_tiles, thread);
 }
 
@@ -173,19 +188,31 @@ static void im2col_task(void *ctx, int task, int thread) {
                    im2col_ld(&j->plan->values[n->out]));
 }
 
+static void gather_side_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const small_job *j = ctx;
+  const plan_node *n = j->node;
+  const int64_t *side = j->plan->values[n->in[2]].shape;
+  int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
+  plan_conv_pack_side(n, side, j->out[3], j->side + j->image * side[1] * side[2] * side[3], c0, c1,
+                      j->plan->shared + c0, im2col_ld(&j->plan->values[n->out]));
+}
+
 void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y) {
   const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
   small_job j = {.plan = plan, .node = n, .in = in, .out = out, .x = x, .res = res, .y = y};
+  j.side = n->in[2] >= 0 ? plan->values[n->in[2]].data : NULL;
   j.cols = out[2] * out[3];
   j.m_tiles = (n->conv.o + n->conv.mc - 1) / n->conv.mc;
   j.n_tiles = (j.cols + n->conv.nc - 1) / n->conv.nc;
   int per_image = (int)(j.m_tiles * j.n_tiles);
-  if (n->conv.direct) {
+  if (!gathers(&n->conv)) {
     cb_parallel_for(per_image * (int)in[0], chunk_task, &j);
     return;
   }
   for (j.image = 0; j.image < in[0]; j.image++) {
-    cb_parallel_for((int)((j.cols + GEMM_NR - 1) / GEMM_NR), im2col_task, &j);
+    cb_parallel_for((int)((j.cols + GEMM_NR - 1) / GEMM_NR),
+                    n->conv.direct ? gather_side_task : im2col_task, &j);
     cb_parallel_for(per_image, chunk_task, &j);
   }
 }

@@ -257,11 +257,12 @@ static void report(const bench_args *b, const bench_result *r, const cb_tensor *
   printf("median %.3f ms, min %.3f ms, max %.3f ms, %.1f GFLOP/s (%.2f GFLOP per run)\n", r->median,
          r->min, r->max, gflops, r->flops / 1e9);
   if (!b->reference)
-    printf("plan: %d nodes, %d convs (%d BatchNorms, %d ReLUs, %d sums fused), %d opaque; "
-           "arena %.1f MiB vs %.1f MiB of activations; packed weights %.1f MiB\n",
+    printf("plan: %d nodes, %d convs (%d BatchNorms, %d ReLUs, %d sums fused, %d merged), %d "
+           "opaque; arena %.1f MiB vs %.1f MiB of activations; packed weights %.1f MiB\n",
            r->stats.nodes, r->stats.convs, r->stats.fused_bn, r->stats.fused_relu,
-           r->stats.fused_add, r->stats.opaque, (double)r->stats.arena_bytes / 1048576.0,
-           (double)r->stats.values_bytes / 1048576.0, (double)r->stats.weight_bytes / 1048576.0);
+           r->stats.fused_add, r->stats.merged_convs, r->stats.opaque,
+           (double)r->stats.arena_bytes / 1048576.0, (double)r->stats.values_bytes / 1048576.0,
+           (double)r->stats.weight_bytes / 1048576.0);
   printf("peak RSS %.1f MiB\n", (double)rss / 1048576.0);
 }
 

@@ -63,6 +63,7 @@ typedef struct cb_plan_stats {
   size_t values_bytes; /* every activation summed, as without reuse */
   size_t weight_bytes; /* packed weights */
   double flops;        /* direct-convolution multiply-adds x 2 per run (also for Winograd) */
+  int merged_convs;    /* 1x1 convs run inside another's GEMM (a downsample with its conv3) */
 } cb_plan_stats;
 CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *out);
 
