@@ -8,7 +8,6 @@
 #include "threads.h"
 
 #define ARENA_ALIGN 64
-
 static size_t value_bytes(const plan_value *v) {
   return (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]) * sizeof(float);
 }
@@ -272,7 +271,7 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   }
   free(a.blocks);
   plan->arena_bytes = a.peak;
-  plan->arena = a.peak ? aligned_alloc(ARENA_ALIGN, a.peak) : NULL;
+  plan->arena = a.peak ? plan_alloc(a.peak) : NULL;
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
@@ -300,17 +299,14 @@ static int plan_scratch(cb_plan *plan, cb_error *err) {
       plan->padded_floats = plan_conv_padded(plan, n);
   }
   if (plan->padded_floats &&
-      !(plan->padded =
-            aligned_alloc(ARENA_ALIGN, (plan->padded_floats + 15) / 16 * 16 * sizeof(float))))
+      !(plan->padded = plan_alloc((plan->padded_floats + 15) / 16 * 16 * sizeof(float))))
     return cb_fail(err, "plan: out of memory for padded inputs");
   plan->shared_floats = shared;
-  if (shared &&
-      !(plan->shared = aligned_alloc(ARENA_ALIGN, (shared + 15) / 16 * 16 * sizeof(float))))
+  if (shared && !(plan->shared = plan_alloc((shared + 15) / 16 * 16 * sizeof(float))))
     return cb_fail(err, "plan: out of memory for packed inputs");
   plan->scratch_floats = (most + 15) / 16 * 16; /* im2col panels, or a max pool's row */
   if (!most) return 0;
-  plan->scratch =
-      aligned_alloc(ARENA_ALIGN, plan->scratch_floats * sizeof(float) * (size_t)plan->threads);
+  plan->scratch = plan_alloc(plan->scratch_floats * sizeof(float) * (size_t)plan->threads);
   return plan->scratch ? 0 : cb_fail(err, "plan: out of memory for im2col panels");
 }
 

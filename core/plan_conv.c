@@ -38,7 +38,7 @@ static int64_t padded_image(const plan_conv *c, int64_t h, int64_t w) {
  * block padded with zero rows. The unpacked copy is freed. */
 static int pack_weights(plan_conv *c, cb_error *err) {
   int64_t og = c->o / c->p.groups, blocks = (og + GEMM_MR - 1) / GEMM_MR;
-  float *packed = calloc((size_t)(c->p.groups * blocks * GEMM_MR * c->k), sizeof(float));
+  float *packed = plan_alloc(sizeof(float) * (size_t)(c->p.groups * blocks * GEMM_MR * c->k));
   if (!packed) return cb_fail(err, "plan: out of memory packing weights");
   for (int g = 0; g < c->p.groups; g++)
     for (int64_t m = 0; m < og; m++) {

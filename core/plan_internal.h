@@ -97,6 +97,11 @@ int plan_add_node(cb_plan_builder *b, plan_kind kind, int in0, int in1, const in
                   cb_error *err);
 int plan_check_value(const cb_plan_builder *b, int value, cb_error *err);
 
+/* Zeroed, 64-byte aligned memory for the plan's weights and buffers, freed by free(); the
+ * whole 2 MiB pages of large blocks on transparent huge pages where the system allows, so
+ * that streaming 100 MiB of weights through every run walks few page tables (plan_memory.c). */
+void *plan_alloc(size_t bytes);
+
 /* Fusions, weight packing and the arena (plan_compile.c). */
 int plan_finish(cb_plan *plan, cb_error *err);
 /* Scratch floats per thread of a max pool over rows of w inputs and ow outputs, and the

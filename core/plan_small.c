@@ -35,7 +35,7 @@ bool plan_small_fits(const cb_plan *plan, const plan_node *n) {
 /* Weights as [o / SMALL_NO][k][SMALL_NO], the last block padded with zero channels. */
 static int pack_weights(plan_conv *c, cb_error *err) {
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
-  float *packed = calloc((size_t)(blocks * SMALL_NO * c->k), sizeof(float));
+  float *packed = plan_alloc(sizeof(float) * (size_t)(blocks * SMALL_NO * c->k));
   if (!packed) return cb_fail(err, "plan: out of memory packing weights");
   for (int64_t m = 0; m < c->o; m++) {
     float *dst = packed + (m / SMALL_NO) * c->k * SMALL_NO + m % SMALL_NO;

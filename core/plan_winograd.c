@@ -83,7 +83,7 @@ int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
 static int pack(plan_conv *c, cb_error *err) {
   int pos = positions(c);
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
-  float *packed = calloc((size_t)(pos * blocks * SMALL_NO * c->cg), sizeof(float));
+  float *packed = plan_alloc(sizeof(float) * (size_t)(pos * blocks * SMALL_NO * c->cg));
   if (!packed) return cb_fail(err, "plan: out of memory packing Winograd weights");
   float u[WG_MAX_POS];
   for (int64_t o = 0; o < c->o; o++)
