@@ -283,6 +283,7 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
 
 static int plan_scratch(cb_plan *plan, cb_error *err) {
   size_t most = 0, shared = 0;
+  plan_weights_reserve(plan);
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (!n->dead && n->kind == PN_POOL && n->is_max) {
@@ -298,6 +299,7 @@ static int plan_scratch(cb_plan *plan, cb_error *err) {
     if (plan_conv_padded(plan, n) > plan->padded_floats)
       plan->padded_floats = plan_conv_padded(plan, n);
   }
+  plan_weights_trim(plan);
   if (plan->padded_floats &&
       !(plan->padded = plan_alloc((plan->padded_floats + 15) / 16 * 16 * sizeof(float))))
     return cb_fail(err, "plan: out of memory for padded inputs");
@@ -331,7 +333,7 @@ CB_API void cb_plan_free(cb_plan *plan) {
     free(n->name);
     free(n->conv.weight);
     free(n->conv.bias);
-    free(n->conv.packed);
+    plan_weights_free(plan, n->conv.packed);
     free(n->conv.b_off);
     free(n->scale);
     free(n->shift);
@@ -343,6 +345,7 @@ CB_API void cb_plan_free(cb_plan *plan) {
   free(plan->scratch);
   free(plan->shared);
   free(plan->padded);
+  plan_weights_release(plan);
   free(plan);
 }
 

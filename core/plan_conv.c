@@ -36,9 +36,10 @@ static int64_t padded_image(const plan_conv *c, int64_t h, int64_t w) {
 
 /* Weights in micro-kernel order: per group, per block of GEMM_MR rows, [k][GEMM_MR], the last
  * block padded with zero rows. The unpacked copy is freed. */
-static int pack_weights(plan_conv *c, cb_error *err) {
+static int pack_weights(cb_plan *plan, plan_conv *c, cb_error *err) {
   int64_t og = c->o / c->p.groups, blocks = (og + GEMM_MR - 1) / GEMM_MR;
-  float *packed = plan_alloc(sizeof(float) * (size_t)(c->p.groups * blocks * GEMM_MR * c->k));
+  float *packed =
+      plan_weights(plan, sizeof(float) * (size_t)(c->p.groups * blocks * GEMM_MR * c->k));
   if (!packed) return cb_fail(err, "plan: out of memory packing weights");
   for (int g = 0; g < c->p.groups; g++)
     for (int64_t m = 0; m < og; m++) {
@@ -88,7 +89,7 @@ static int tile_padded(cb_plan *plan, plan_node *n, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *in = plan->values[n->in[0]].shape;
   c->shared_panel = false;
-  return pack_weights(c, err) || padded_offsets(c, in[2], in[3], err) ? -1 : 0;
+  return pack_weights(plan, c, err) || padded_offsets(c, in[2], in[3], err) ? -1 : 0;
 }
 
 /* The fewest column tiles, or up to twice as many (of near-equal widths in whole slabs) when
@@ -144,7 +145,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
    * dominates: such convolutions (the stems) read a padded copy in place instead. */
   c->padded = fast && !c->direct && c->p.groups == 1 && c->cg < 16;
   if (c->padded) return tile_padded(plan, n, err);
-  return fast ? pack_weights(c, err) : 0;
+  return fast ? pack_weights(plan, c, err) : 0;
 }
 
 /* The padded copy, and the floats that a row's last slab reads past the end of the copy. */

@@ -82,6 +82,8 @@ struct cb_plan {
   size_t shared_floats;
   float *padded; /* the padded input of a padded conv */
   size_t padded_floats;
+  char *weights; /* every conv's packed weights, one reserved range on huge pages */
+  size_t weights_reserved, weights_used;
   bool profile;
   long runs;
 };
@@ -101,6 +103,14 @@ int plan_check_value(const cb_plan_builder *b, int value, cb_error *err);
  * whole 2 MiB pages of large blocks on transparent huge pages where the system allows, so
  * that streaming 100 MiB of weights through every run walks few page tables (plan_memory.c). */
 void *plan_alloc(size_t bytes);
+/* The packed weights' range, reserved for the most that the plan's convs may pack into;
+ * without it (the system refused) plan_weights falls back to plan_alloc. */
+void plan_weights_reserve(cb_plan *plan);
+void *plan_weights(cb_plan *plan, size_t bytes);
+void plan_weights_free(cb_plan *plan, void *p);
+/* Returns the range past the last huge page written (after packing). */
+void plan_weights_trim(cb_plan *plan);
+void plan_weights_release(cb_plan *plan);
 
 /* Fusions, weight packing and the arena (plan_compile.c). */
 int plan_finish(cb_plan *plan, cb_error *err);

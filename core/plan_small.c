@@ -33,9 +33,9 @@ bool plan_small_fits(const cb_plan *plan, const plan_node *n) {
 }
 
 /* Weights as [o / SMALL_NO][k][SMALL_NO], the last block padded with zero channels. */
-static int pack_weights(plan_conv *c, cb_error *err) {
+static int pack_weights(cb_plan *plan, plan_conv *c, cb_error *err) {
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
-  float *packed = plan_alloc(sizeof(float) * (size_t)(blocks * SMALL_NO * c->k));
+  float *packed = plan_weights(plan, sizeof(float) * (size_t)(blocks * SMALL_NO * c->k));
   if (!packed) return cb_fail(err, "plan: out of memory packing weights");
   for (int64_t m = 0; m < c->o; m++) {
     float *dst = packed + (m / SMALL_NO) * c->k * SMALL_NO + m % SMALL_NO;
@@ -74,7 +74,7 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->nc = (int)nc;
   c->small = true;
   c->shared_panel = false;
-  return pack_weights(c, err);
+  return pack_weights(plan, c, err);
 }
 
 static int64_t im2col_ld(const plan_value *out) {

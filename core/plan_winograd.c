@@ -80,10 +80,10 @@ int plan_winograd_pays(const cb_plan *plan, const plan_node *n) {
 
 /* Packed U: [o / SMALL_NO][position][c][SMALL_NO] (in the order a task reads it),
  * zero-padded channels. */
-static int pack(plan_conv *c, cb_error *err) {
+static int pack(cb_plan *plan, plan_conv *c, cb_error *err) {
   int pos = positions(c);
   int64_t blocks = (c->o + SMALL_NO - 1) / SMALL_NO;
-  float *packed = plan_alloc(sizeof(float) * (size_t)(pos * blocks * SMALL_NO * c->cg));
+  float *packed = plan_weights(plan, sizeof(float) * (size_t)(pos * blocks * SMALL_NO * c->cg));
   if (!packed) return cb_fail(err, "plan: out of memory packing Winograd weights");
   float u[WG_MAX_POS];
   for (int64_t o = 0; o < c->o; o++)
@@ -124,7 +124,7 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   /* Split by channels, the tasks would each transform the same inputs: they are transformed
    * once, split by input channels, into a V that the tasks share. */
   c->shared_panel = m_tiles > 1 && chunks == 1;
-  return pack(c, err);
+  return pack(plan, c, err);
 }
 
 /* A stride of at least floats, an odd number of 64-byte lines. */
