@@ -225,7 +225,7 @@ static bool arena_hand_over(arena *a, int from, int to) {
 
 static void find_last_uses(cb_plan *plan) {
   for (int i = 0; i < plan->n_values; i++)
-    plan->values[i].last_use = plan->values[i].is_output ? plan->n_nodes : -1;
+    plan->values[i].last_use = -1;
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
@@ -241,7 +241,7 @@ static int in_place_input(const cb_plan *plan, const plan_node *n, int index) {
                                                                                : -1;
   if (cand <= 0) return -1; /* never the caller's input */
   const plan_value *v = &plan->values[cand];
-  if (v->last_use != index || v->is_output) return -1;
+  if (v->last_use != index) return -1;
   if (n->kind == PN_CONV && cand == n->in[0]) return -1;
   return cand;
 }
@@ -254,10 +254,8 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
     if (n->dead) continue;
     plan_value *out = &plan->values[n->out];
     plan->values_bytes += value_bytes(out);
-    int inplace = out->is_output ? -1 : in_place_input(plan, n, i);
-    if (out->is_output) {
-      out->in_caller = true;
-    } else if (inplace >= 0 && arena_hand_over(&a, inplace, n->out)) {
+    int inplace = in_place_input(plan, n, i);
+    if (inplace >= 0 && arena_hand_over(&a, inplace, n->out)) {
       out->offset = plan->values[inplace].offset;
       n->residual_in_place = n->kind == PN_CONV;
     } else if (arena_place(&a, n->out, value_bytes(out), &out->offset)) {
@@ -275,9 +273,8 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
-    plan->values[i].data = plan->arena && !plan->values[i].in_caller
-                               ? (float *)plan->arena + plan->values[i].offset / sizeof(float)
-                               : NULL;
+    plan->values[i].data =
+        plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float) : NULL;
   return 0;
 }
 

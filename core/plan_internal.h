@@ -61,8 +61,10 @@ typedef struct plan_value {
   int uses;
   int last_use;
   bool is_output;
-  bool in_caller; /* an output written straight into the tensor handed to the caller */
-  size_t offset;  /* in the arena */
+  /* An output, during a run: its producer copies it into the caller's tensor here as soon as
+   * it has run; the value itself lives in the arena like any other. */
+  float *copy_to;
+  size_t offset; /* in the arena */
   float *data;
 } plan_value;
 

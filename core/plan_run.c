@@ -95,25 +95,53 @@ static int run_node(cb_plan *plan, plan_node *n, cb_error *err) {
   return cb_fail(err, "plan: unknown node kind");
 }
 
+typedef struct copy_job {
+  const float *src;
+  float *dst;
+  int64_t count;
+} copy_job;
+
+#define COPY_FLOATS 16384 /* per task */
+
+static void copy_task(void *ctx, int task, int thread) {
+  (void)thread;
+  const copy_job *c = ctx;
+  int64_t at = (int64_t)task * COPY_FLOATS;
+  int64_t n = c->count - at < COPY_FLOATS ? c->count - at : COPY_FLOATS;
+  memcpy(c->dst + at, c->src + at, (size_t)n * sizeof(float));
+}
+
+/* An output goes to the caller's tensor straight after its producer, while it is in cache; the
+ * next layers read the arena's copy (measured faster than reading the caller's memory, which
+ * is new to the cache every run: 1.5% of a one-thread ResNet-50). */
+static void copy_out(const plan_value *v) {
+  copy_job c = {.src = v->data, .dst = v->copy_to, .count = numel(v)};
+  cb_parallel_for((int)((c.count + COPY_FLOATS - 1) / COPY_FLOATS), copy_task, &c);
+}
+
 static int run_nodes(cb_plan *plan, cb_error *err) {
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
     double t0 = plan->profile ? now_ms() : 0;
     if (run_node(plan, n, err)) return -1;
+    if (plan->values[n->out].copy_to) copy_out(&plan->values[n->out]);
     if (plan->profile) n->ms_total += now_ms() - t0;
   }
   return 0;
 }
 
 /* The first place each output value takes in the caller's list, its tensor made before the
- * run so that the plan writes it directly; the input, or a value listed twice, is copied after
- * the run. */
-static bool bound_here(const cb_plan *plan, int i) {
-  const plan_value *v = &plan->values[plan->outputs[i]];
+ * run so that its producer copies it there; the input, or a value listed twice, is copied
+ * after the run. */
+static int first_place(const cb_plan *plan, int i) {
   for (int k = 0; k < i; k++)
-    if (plan->outputs[k] == plan->outputs[i]) return false;
-  return v->in_caller;
+    if (plan->outputs[k] == plan->outputs[i]) return k;
+  return i;
+}
+
+static bool bound_here(const cb_plan *plan, int i) {
+  return first_place(plan, i) == i && plan->values[plan->outputs[i]].producer >= 0;
 }
 
 static void free_tensors(cb_tensor **t, int n) {
@@ -135,14 +163,14 @@ static cb_tensor **bind_outputs(cb_plan *plan, cb_error *err) {
       free_tensors(t, plan->n_outputs);
       return NULL;
     }
-    v->data = t[i]->data;
+    v->copy_to = t[i]->data;
   }
   return t;
 }
 
 static void unbind_outputs(cb_plan *plan) {
   for (int i = 0; i < plan->n_outputs; i++)
-    if (plan->values[plan->outputs[i]].in_caller) plan->values[plan->outputs[i]].data = NULL;
+    plan->values[plan->outputs[i]].copy_to = NULL;
 }
 
 /* Hands the outputs to outs, copying those not written in place; frees them on failure. */
@@ -150,8 +178,10 @@ static int hand_outputs(cb_plan *plan, cb_tensor **t, cb_tensor_list *outs, cb_e
   int rc = 0;
   for (int i = 0; i < plan->n_outputs && !rc; i++) {
     const plan_value *v = &plan->values[plan->outputs[i]];
+    int first = first_place(plan, i);
+    const float *src = first < i ? outs->items[outs->n - i + first]->data : v->data;
     if (!t[i] && (t[i] = cb_tensor_empty(CB_F32, 4, v->shape, err)))
-      memcpy(t[i]->data, v->data, (size_t)numel(v) * sizeof(float));
+      memcpy(t[i]->data, src, (size_t)numel(v) * sizeof(float));
     if (!t[i]) {
       rc = -1;
       break;
