@@ -8,6 +8,9 @@
 #include "threads.h"
 
 #define ARENA_ALIGN 64
+/* Outputs up to this size that later nodes read stay in the arena (and are copied out), where
+ * the cache still holds them for those readers; larger ones would not stay in cache anyway. */
+#define COPY_OUT_BYTES ((size_t)8 << 20)
 static size_t value_bytes(const plan_value *v) {
   return (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]) * sizeof(float);
 }
@@ -241,7 +244,7 @@ static int in_place_input(const cb_plan *plan, const plan_node *n, int index) {
                                                                                : -1;
   if (cand <= 0) return -1; /* never the caller's input */
   const plan_value *v = &plan->values[cand];
-  if (v->last_use != index) return -1;
+  if (v->last_use != index || v->in_caller) return -1;
   if (n->kind == PN_CONV && cand == n->in[0]) return -1;
   return cand;
 }
@@ -254,11 +257,13 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
     if (n->dead) continue;
     plan_value *out = &plan->values[n->out];
     plan->values_bytes += value_bytes(out);
-    int inplace = in_place_input(plan, n, i);
+    out->in_caller =
+        out->is_output && (out->last_use < 0 || value_bytes(out) > COPY_OUT_BYTES); /* no arena */
+    int inplace = out->in_caller ? -1 : in_place_input(plan, n, i);
     if (inplace >= 0 && arena_hand_over(&a, inplace, n->out)) {
       out->offset = plan->values[inplace].offset;
       n->residual_in_place = n->kind == PN_CONV;
-    } else if (arena_place(&a, n->out, value_bytes(out), &out->offset)) {
+    } else if (!out->in_caller && arena_place(&a, n->out, value_bytes(out), &out->offset)) {
       free(a.blocks);
       return cb_fail(err, "plan: out of memory");
     }
@@ -273,8 +278,9 @@ static int plan_arena(cb_plan *plan, cb_error *err) {
   if (a.peak && !plan->arena)
     return cb_fail(err, "plan: out of memory for a %zu-byte activation arena", a.peak);
   for (int i = 1; i < plan->n_values; i++)
-    plan->values[i].data =
-        plan->arena ? (float *)plan->arena + plan->values[i].offset / sizeof(float) : NULL;
+    plan->values[i].data = plan->arena && !plan->values[i].in_caller
+                               ? (float *)plan->arena + plan->values[i].offset / sizeof(float)
+                               : NULL;
   return 0;
 }
 

@@ -61,8 +61,11 @@ typedef struct plan_value {
   int uses;
   int last_use;
   bool is_output;
-  /* An output, during a run: its producer copies it into the caller's tensor here as soon as
-   * it has run; the value itself lives in the arena like any other. */
+  /* An output that no node reads, or a large one, is written straight into the tensor handed
+   * to the caller (in_caller); one that later nodes read lives in the arena like any other
+   * value and, during a run, is copied into the caller's tensor (copy_to) as soon as its
+   * producer has run. */
+  bool in_caller;
   float *copy_to;
   size_t offset; /* in the arena */
   float *data;

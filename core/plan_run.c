@@ -163,14 +163,20 @@ static cb_tensor **bind_outputs(cb_plan *plan, cb_error *err) {
       free_tensors(t, plan->n_outputs);
       return NULL;
     }
-    v->copy_to = t[i]->data;
+    if (v->in_caller)
+      v->data = t[i]->data;
+    else
+      v->copy_to = t[i]->data;
   }
   return t;
 }
 
 static void unbind_outputs(cb_plan *plan) {
-  for (int i = 0; i < plan->n_outputs; i++)
-    plan->values[plan->outputs[i]].copy_to = NULL;
+  for (int i = 0; i < plan->n_outputs; i++) {
+    plan_value *v = &plan->values[plan->outputs[i]];
+    v->copy_to = NULL;
+    if (v->in_caller) v->data = NULL;
+  }
 }
 
 /* Hands the outputs to outs, copying those not written in place; frees them on failure. */

@@ -374,6 +374,20 @@ Test(plan, small_maps_and_thread_splits) {
   cb_module_free(m);
 }
 
+/* Stage outputs: the ones later layers read are computed in the arena and copied out, unless
+ * larger than 8 MiB (layer1's here, 32 x 264 x 256 floats), which are written straight into
+ * the caller's tensor and read from there. */
+Test(plan, outputs_copied_out_or_written_in_place) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 50, \"base_channels\": 8, "
+                               "\"stem_channels\": 8, \"num_stages\": 2, \"strides\": [1, 2], "
+                               "\"dilations\": [1, 1], \"out_indices\": [0, 1]}",
+                               23);
+  const int64_t large[4] = {1, 3, 1056, 1024}, small[4] = {1, 3, 96, 64};
+  compare_with_reference(m, large, 2);
+  compare_with_reference(m, small, 1);
+  cb_module_free(m);
+}
+
 /* The 3x3 stride-2 max pool's vector path against the reference forward, element for
  * element: NaN and -inf inputs, odd and even sides, rows shorter than a vector. */
 Test(plan, max_pool_3x3_stride2) {
