@@ -149,6 +149,17 @@ size_t plan_winograd_shared(const plan_node *n) {
   return (size_t)positions(&n->conv) * (size_t)layout_of(&n->conv, n->conv.nc).ldp;
 }
 
+/* Whole tile rows that one vector of 16 tiles takes from tile t on (t < t1), where tile rows
+ * are short enough for two or more of them to share it and for their patches' input rows
+ * (tile * tiles_w + 2 columns) to be two loads; else 0 (one segment of a row). */
+static int whole_rows(const wg_job *j, const wg_variant *w, int64_t t, int64_t t1) {
+  if (!w->input_rows || t % j->tiles_w || 2 * j->tiles_w > 16 || w->tile * j->tiles_w + 2 > 32)
+    return 0;
+  int64_t rows = (t1 - t) / j->tiles_w, most = 16 / j->tiles_w;
+  rows = rows < most ? rows : most;
+  return rows >= 2 ? (int)rows : 0;
+}
+
 /* V[p][ch][t - t0] for tiles [t0, t1). */
 static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
                             const wg_layout *l, float *v) {
@@ -157,6 +168,12 @@ static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t
   for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
     w->input_gather(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
   for (int64_t t = t0; t < t1 && j->dil == 1;) {
+    int rows = whole_rows(j, w, t, t1);
+    if (rows) {
+      w->input_rows(j, x, t / j->tiles_w, rows, v + (t - t0), l);
+      t += rows * j->tiles_w;
+      continue;
+    }
     int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
     n = n > 16 ? 16 : n;
     n = n > t1 - t ? t1 - t : n;
@@ -177,6 +194,13 @@ static void output_transform(const wg_job *j, const float *m, const wg_layout *l
       continue;
     }
     for (int64_t t = t0; t < t1;) {
+      int rows_here = whole_rows(j, w, t, t1);
+      if (rows_here) {
+        w->output_rows(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16, n_rows,
+                       t / j->tiles_w, rows_here, y, res);
+        t += rows_here * j->tiles_w;
+        continue;
+      }
       int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
       n = n > 16 ? 16 : n;
       n = n > t1 - t ? t1 - t : n;

@@ -132,6 +132,12 @@ typedef struct wg_variant {
                          int64_t ty, int64_t tx, int n, float *y, const float *res);
   void (*output_scatter)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                          int64_t t0, int64_t t1, float *y, const float *res);
+  /* The same for `count` whole tile rows from ty, tiles_w * count <= 16 (undilated maps of few
+   * tiles per row, which would leave most of a vector empty one row at a time), or NULL */
+  void (*input_rows)(const wg_job *j, const float *x, int64_t ty, int count, float *v,
+                     const wg_layout *l);
+  void (*output_rows)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                      int64_t ty, int count, float *y, const float *res);
 } wg_variant;
 
 extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;

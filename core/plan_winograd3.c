@@ -122,6 +122,59 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
+/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
+ * ty + r, whose patches' input rows are each two loads (3 * tiles_w + 2 <= 32 columns). */
+TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
+                                  const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
+  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 lanes[16];
+  __m512i idx[16][WG_SIDE];
+  for (int r = 0; r < count; r++) {
+    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
+    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++)
+      idx[r][b] = _mm512_and_si512(
+          _mm512_add_epi32(_mm512_mullo_epi32(local, _mm512_set1_epi32(3)), _mm512_set1_epi32(b)),
+          _mm512_set1_epi32(31));
+  }
+  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
+    __m512 e[WG_SIDE][WG_SIDE];
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++) {
+      __m512 d[WG_SIDE];
+#pragma GCC unroll 16
+      for (int b = 0; b < WG_SIDE; b++)
+        d[b] = _mm512_setzero_ps();
+      for (int r = 0; r < count; r++) {
+        int64_t y = 3 * (ty + r) - c->p.pad_h + a;
+        if (y < 0 || y >= j->h) continue;
+        const float *row = x + ch * plane + y * j->w + x0;
+        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
+#pragma GCC unroll 16
+        for (int b = 0; b < WG_SIDE; b++)
+          d[b] = _mm512_mask_mov_ps(d[b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
+      }
+      bt5(d, e[a]);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++) {
+      __m512 col[WG_SIDE], r[WG_SIDE];
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        col[a] = e[a][b];
+      bt5(col, r);
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
+    }
+  }
+}
+
 /* The 3x3 outputs A^T M A of tile i, 16 channels per vector, into out[a * 3 + b][i]. */
 TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 out[9][16], int i) {
   __m512 r[3][WG_SIDE];
@@ -146,10 +199,10 @@ TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 out[9
   }
 }
 
-/* y[0..width) = u[q % 3][q / 3] (column q of 16 tiles' three outputs per row), with bias,
- * residual and ReLU. */
+/* y[0..width) = u[q % 3][first + q / 3] (column q of the three outputs per row of the tiles
+ * from lane first), with bias, residual and ReLU. */
 TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bias, int width,
-                                     float *y, const float *res) {
+                                     int first, float *y, const float *res) {
   __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512 b = _mm512_set1_ps(bias);
   for (int k = 0; k < 3 && 16 * k < width; k++) {
@@ -157,6 +210,7 @@ TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bia
     /* q / 3 (as (q * 43) >> 7, exact for q < 48) and q % 3 */
     __m512i tile = _mm512_srli_epi32(_mm512_mullo_epi32(q, _mm512_set1_epi32(43)), 7);
     __m512i part = _mm512_sub_epi32(q, _mm512_mullo_epi32(tile, _mm512_set1_epi32(3)));
+    tile = _mm512_add_epi32(tile, _mm512_set1_epi32(first));
     __mmask16 one = _mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(1));
     __mmask16 two = _mm512_cmpeq_epi32_mask(part, _mm512_set1_epi32(2));
     __m512 v = _mm512_permutexvar_ps(tile, u[0]);
@@ -193,8 +247,38 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
     for (int c = 0; c < rows; c++) {
       __m512 u[3] = {out[a * 3][c], out[a * 3 + 1][c], out[a * 3 + 2][c]};
       int64_t at = (ch + c) * plane + (3 * ty + a) * j->ow + x0;
-      store_interleaved(j, u, j->node->conv.bias[ch + c], width, y + at, res ? res + at : NULL);
+      store_interleaved(j, u, j->node->conv.bias[ch + c], width, 0, y + at, res ? res + at : NULL);
     }
+}
+
+/* Outputs of `count` whole tile rows from ty (count * tiles_w <= 16 tiles, from m) for rows <=
+ * 16 channels from ch: one transpose for all their tiles. */
+TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                               int64_t ty, int count, float *y, const float *res) {
+  __m512 out[9][16];
+  int tw = (int)j->tiles_w, n = count * tw;
+  for (int i = 0; i < 16; i++) {
+    if (i < n) {
+      tile_outputs(m + i * SMALL_NO, ldm, out, i);
+      continue;
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 9; p++)
+      out[p][i] = _mm512_setzero_ps();
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < 9; p++)
+    transpose16(out[p]);
+  int64_t plane = j->oh * j->ow;
+  int width = (int)(3 * tw < j->ow ? 3 * tw : j->ow);
+  for (int r = 0; r < count; r++)
+    for (int a = 0; a < 3 && 3 * (ty + r) + a < j->oh; a++)
+      for (int c = 0; c < rows; c++) {
+        __m512 u[3] = {out[a * 3][c], out[a * 3 + 1][c], out[a * 3 + 2][c]};
+        int64_t at = (ch + c) * plane + (3 * (ty + r) + a) * j->ow;
+        store_interleaved(j, u, j->node->conv.bias[ch + c], width, r * tw, y + at,
+                          res ? res + at : NULL);
+      }
 }
 
 const wg_variant wg3_variant = {.tile = 3,
@@ -203,4 +287,6 @@ const wg_variant wg3_variant = {.tile = 3,
                                 .input_segment = transform_segment,
                                 .input_gather = NULL,
                                 .output_segment = output_segment,
-                                .output_scatter = NULL};
+                                .output_scatter = NULL,
+                                .input_rows = transform_rows,
+                                .output_rows = output_rows};

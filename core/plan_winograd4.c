@@ -146,6 +146,59 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
+/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
+ * ty + r, whose patches' input rows are each two loads (4 * tiles_w + 2 <= 32 columns). */
+TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
+                                  const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
+  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 lanes[16];
+  __m512i idx[16][6];
+  for (int r = 0; r < count; r++) {
+    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
+    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++)
+      idx[r][b] =
+          _mm512_and_si512(_mm512_add_epi32(_mm512_slli_epi32(local, 2), _mm512_set1_epi32(b)),
+                           _mm512_set1_epi32(31));
+  }
+  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
+    __m512 e[6][6];
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++) {
+      __m512 d[6];
+#pragma GCC unroll 16
+      for (int b = 0; b < 6; b++)
+        d[b] = _mm512_setzero_ps();
+      for (int r = 0; r < count; r++) {
+        int64_t y = 4 * (ty + r) - c->p.pad_h + a;
+        if (y < 0 || y >= j->h) continue;
+        const float *row = x + ch * plane + y * j->w + x0;
+        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
+#pragma GCC unroll 16
+        for (int b = 0; b < 6; b++)
+          d[b] = _mm512_mask_mov_ps(d[b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
+      }
+      bt6(d, e[a]);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < 6; b++) {
+      __m512 col[6], r[6];
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        col[a] = e[a][b];
+      bt6(col, r);
+#pragma GCC unroll 16
+      for (int a = 0; a < 6; a++)
+        _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
+    }
+  }
+}
+
 /* A^T M A of one tile: its 36 positions ldm floats apart, 16 channels per vector. */
 TARGET static inline void tile_transform(const float *m, int64_t ldm, __m512 out[4][4]) {
   __m512 q[4][6];
@@ -224,12 +277,13 @@ TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bia
   }
 }
 
-/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows <= 16 channels from ch: each
- * tile's 4x4 outputs, transposed to one vector of tiles per channel and output position,
- * interleaved into output rows. m points at the first tile's 16 channels. */
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
+/* Outputs of `count` tile rows from (ty, tx), n <= 16 tiles in all (count > 1: whole rows of
+ * tiles_w) for rows <= 16 channels from ch: each tile's 4x4 outputs, transposed to one vector
+ * of tiles per channel and output position, interleaved into output rows. m points at the
+ * first tile's 16 channels. */
+TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                int64_t ty, int64_t tx, int count, int n, float *y,
+                                const float *res) {
   float out[16][16][16] __attribute__((aligned(64)));
   float by_tile[4][16][16] __attribute__((aligned(64)));
   for (int i = 0; i < 16; i++) {
@@ -241,9 +295,10 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
     for (int p = 0; p < 16; p++)
       _mm512_store_ps(out[p][i], _mm512_setzero_ps());
   }
-  int64_t plane = j->oh * j->ow, x0 = 4 * tx;
-  int width = (int)(4 * n < j->ow - x0 ? 4 * n : j->ow - x0);
-  for (int a = 0; a < 4 && 4 * ty + a < j->oh; a++) {
+  int64_t plane = j->oh * j->ow, x0 = 4 * tx, per_row = n / count;
+  int width = (int)(4 * per_row < j->ow - x0 ? 4 * per_row : j->ow - x0);
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int a = 0; a < 4; a++) {
 #pragma GCC unroll 16
     for (int b = 0; b < 4; b++) {
       __m512 r[16];
@@ -255,15 +310,29 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
       for (int c = 0; c < 16; c++)
         _mm512_store_ps(by_tile[b][c], r[c]);
     }
-    for (int c = 0; c < rows; c++) {
-      __m512 u[4];
+    for (int t = 0; t < count && 4 * (ty + t) + a < j->oh; t++) {
+      __m512i first = _mm512_add_epi32(lane, _mm512_set1_epi32((int)(t * per_row)));
+      for (int c = 0; c < rows; c++) {
+        __m512 u[4];
 #pragma GCC unroll 16
-      for (int b = 0; b < 4; b++)
-        u[b] = _mm512_load_ps(by_tile[b][c]);
-      int64_t at = (ch + c) * plane + (4 * ty + a) * j->ow + x0;
-      store_interleaved(j, u, j->node->conv.bias[ch + c], width, y + at, res ? res + at : NULL);
+        for (int b = 0; b < 4; b++)
+          u[b] = _mm512_permutexvar_ps(first, _mm512_load_ps(by_tile[b][c]));
+        int64_t at = (ch + c) * plane + (4 * (ty + t) + a) * j->ow + x0;
+        store_interleaved(j, u, j->node->conv.bias[ch + c], width, y + at, res ? res + at : NULL);
+      }
     }
   }
+}
+
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, tx, 1, n, y, res);
+}
+
+TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                               int64_t ty, int count, float *y, const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, 0, count, count * (int)j->tiles_w, y, res);
 }
 
 const wg_variant wg4_variant = {.tile = 4,
@@ -272,4 +341,6 @@ const wg_variant wg4_variant = {.tile = 4,
                                 .input_segment = transform_segment,
                                 .input_gather = gather_tiles,
                                 .output_segment = output_segment,
-                                .output_scatter = scatter_tiles};
+                                .output_scatter = scatter_tiles,
+                                .input_rows = transform_rows,
+                                .output_rows = output_rows};
