@@ -150,11 +150,11 @@ size_t plan_winograd_shared(const plan_node *n) {
 }
 
 /* Whole tile rows that one vector of 16 tiles takes from tile t on (t < t1), where tile rows
- * are short enough for two or more of them to share it and for their patches' input rows
- * (tile * tiles_w + 2 columns) to be two loads; else 0 (one segment of a row). */
+ * are short enough for two or more of them to share it and for their patches' input rows to
+ * be two loads (32 columns); else 0 (one segment of a row). */
 static int whole_rows(const wg_job *j, const wg_variant *w, int64_t t, int64_t t1) {
-  if (!w->input_rows || t % j->tiles_w || 2 * j->tiles_w > 16 || w->tile * j->tiles_w + 2 > 32)
-    return 0;
+  int64_t columns = w->step * (j->tiles_w - 1) + w->side;
+  if (!w->input_rows || t % j->tiles_w || 2 * j->tiles_w > 16 || columns > 32) return 0;
   int64_t rows = (t1 - t) / j->tiles_w, most = 16 / j->tiles_w;
   rows = rows < most ? rows : most;
   return rows >= 2 ? (int)rows : 0;

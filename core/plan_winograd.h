@@ -118,6 +118,8 @@ wg_row4_columns(const wg_row4 *r, const float *row, int side, __m512 *d) {
 typedef struct wg_variant {
   int tile;      /* outputs per tile side */
   int positions; /* (tile + 2)^2 at stride 1 */
+  int side;      /* input patch side */
+  int step;      /* input columns from one tile's patch to the next: tile x stride */
   /* U for one 3x3 kernel g */
   void (*weight_transform)(const float *g, float *u);
   /* V of n <= 16 tiles of one tile row from tile (ty, tx) (undilated), or of tiles [t0, t1)
@@ -145,7 +147,7 @@ extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;
 /* Writes 2x2 output tiles of one tile row with the epilogue (plan_winograd2.c): out[a * 2 +
  * b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
 void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,
-                     int64_t tx, int n, float *y, const float *res);
+                     int64_t tx, int count, int n, float *y, const float *res);
 
 /* The dilated outputs: v (16 channels from ch, rows of them valid) plus bias, residual and
  * ReLU, at output (oy, ox) of each channel plane. */

@@ -86,6 +86,48 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
+/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
+ * ty + r, whose patches' input rows are each two loads (2 * tiles_w + 2 <= 32 columns). */
+TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
+                                  const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
+  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 lanes[16];
+  __m512i idx[16][4];
+  for (int r = 0; r < count; r++) {
+    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
+    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
+#pragma GCC unroll 16
+    for (int b = 0; b < 4; b++)
+      idx[r][b] =
+          _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(local, local), _mm512_set1_epi32(b)),
+                           _mm512_set1_epi32(31));
+  }
+  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
+    __m512 d[4][4];
+#pragma GCC unroll 16
+    for (int a = 0; a < 4; a++) {
+#pragma GCC unroll 16
+      for (int b = 0; b < 4; b++)
+        d[a][b] = _mm512_setzero_ps();
+      for (int r = 0; r < count; r++) {
+        int64_t y = 2 * (ty + r) - c->p.pad_h + a;
+        if (y < 0 || y >= j->h) continue;
+        const float *row = x + ch * plane + y * j->w + x0;
+        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
+#pragma GCC unroll 16
+        for (int b = 0; b < 4; b++)
+          d[a][b] =
+              _mm512_mask_mov_ps(d[a][b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
+      }
+    }
+    store_patch(d, v, pos_stride, store);
+  }
+}
+
 /* The dilated case: V for tiles [t0, t1) (at most 16), each input of the 4x4 patches
  * gathered, dil apart. */
 TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
@@ -110,12 +152,12 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
-/* Writes the 2x2 outputs of n <= 16 tiles of one tile row (ty, tx) for rows <= 16 channels
- * from ch: out[a * 2 + b][i] holds output (a, b) of tile i, 16 channels per vector; they are
- * transposed to one vector of tiles per channel, then interleaved into output rows with bias,
- * residual and ReLU. */
+/* Writes the 2x2 outputs of n <= 16 tiles of `count` tile rows from (ty, tx) (count > 1:
+ * whole rows) for rows <= 16 channels from ch: out[a * 2 + b][i] holds output (a, b) of tile
+ * i, 16 channels per vector; they are transposed to one vector of tiles per channel, then
+ * interleaved into output rows with bias, residual and ReLU. */
 TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,
-                            int64_t tx, int n, float *y, const float *res) {
+                            int64_t tx, int count, int n, float *y, const float *res) {
 #pragma GCC unroll 16
   for (int k = 0; k < 4; k++)
     transpose16(out[k]);
@@ -123,26 +165,32 @@ TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int 
   __m512i half = _mm512_srli_epi32(lane, 1),
           odd = _mm512_slli_epi32(_mm512_and_si512(lane, _mm512_set1_epi32(1)), 4);
   __m512i lo = _mm512_or_si512(half, odd), hi = _mm512_add_epi32(lo, _mm512_set1_epi32(8));
-  int64_t plane = j->oh * j->ow, x0 = 2 * tx, width = 2 * n < j->ow - x0 ? 2 * n : j->ow - x0;
+  int64_t plane = j->oh * j->ow, x0 = 2 * tx, per_row = n / count;
+  int64_t width = 2 * per_row < j->ow - x0 ? 2 * per_row : j->ow - x0;
   __mmask16 m0 = (__mmask16)(width >= 16 ? 0xFFFF : (1u << width) - 1);
   __mmask16 m1 = (__mmask16)(width >= 32 ? 0xFFFF : width <= 16 ? 0 : (1u << (width - 16)) - 1);
-  for (int a = 0; a < 2 && 2 * ty + a < j->oh; a++)
-    for (int c = 0; c < rows; c++) {
-      __m512 bias = _mm512_set1_ps(j->node->conv.bias[ch + c]);
-      int64_t at = (ch + c) * plane + (2 * ty + a) * j->ow + x0;
-      epilogue_store(y + at, m0, _mm512_permutex2var_ps(out[2 * a][c], lo, out[2 * a + 1][c]), bias,
-                     res ? res + at : NULL, j->node->relu);
-      epilogue_store(y + at + 16, m1, _mm512_permutex2var_ps(out[2 * a][c], hi, out[2 * a + 1][c]),
-                     bias, res ? res + at + 16 : NULL, j->node->relu);
-    }
+  for (int t = 0; t < count; t++) {
+    __m512i first = _mm512_add_epi32(lane, _mm512_set1_epi32((int)(t * per_row)));
+    for (int a = 0; a < 2 && 2 * (ty + t) + a < j->oh; a++)
+      for (int c = 0; c < rows; c++) {
+        __m512 bias = _mm512_set1_ps(j->node->conv.bias[ch + c]);
+        __m512 even = _mm512_permutexvar_ps(first, out[2 * a][c]);
+        __m512 odd = _mm512_permutexvar_ps(first, out[2 * a + 1][c]);
+        int64_t at = (ch + c) * plane + (2 * (ty + t) + a) * j->ow + x0;
+        epilogue_store(y + at, m0, _mm512_permutex2var_ps(even, lo, odd), bias,
+                       res ? res + at : NULL, j->node->relu);
+        epilogue_store(y + at + 16, m1, _mm512_permutex2var_ps(even, hi, odd), bias,
+                       res ? res + at + 16 : NULL, j->node->relu);
+      }
+  }
 }
 
-/* Outputs of n <= 16 tiles of one tile row (ty, tx): the 2x2 outputs A^T M A (A^T =
- * [[1,1,1,0],[0,1,-1,-1]]) of each tile, m pointing at the first tile's 16 channels,
+/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx): the 2x2 outputs A^T M A (A^T
+ * = [[1,1,1,0],[0,1,-1,-1]]) of each tile, m pointing at the first tile's 16 channels,
  * positions ldm floats apart. */
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
+TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                int64_t ty, int64_t tx, int count, int n, float *y,
+                                const float *res) {
   __m512 out[4][16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; i++) {
@@ -164,7 +212,18 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
     out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
     out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
   }
-  wg2_store_tiles(j, out, ch, rows, ty, tx, n, y, res);
+  wg2_store_tiles(j, out, ch, rows, ty, tx, count, n, y, res);
+}
+
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, tx, 1, n, y, res);
+}
+
+TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                               int64_t ty, int count, float *y, const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, 0, count, count * (int)j->tiles_w, y, res);
 }
 
 /* The dilated case: the 2x2 outputs of each tile, dil apart, scattered over 16 channels. */
@@ -200,8 +259,12 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
 
 const wg_variant wg2_variant = {.tile = 2,
                                 .positions = 16,
+                                .side = 4,
+                                .step = 2,
                                 .weight_transform = weight_transform,
                                 .input_segment = transform_segment,
                                 .input_gather = gather_tiles,
                                 .output_segment = output_segment,
-                                .output_scatter = scatter_tiles};
+                                .output_scatter = scatter_tiles,
+                                .input_rows = transform_rows,
+                                .output_rows = output_rows};

@@ -97,11 +97,64 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
-/* Outputs of n <= 16 tiles of one tile row (ty, tx): A^T M A of each tile, m pointing at the
- * first tile's 16 channels, positions ldm floats apart. */
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
+/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
+ * ty + r, whose patches' input rows are each two loads (4 * tiles_w + 1 <= 32 columns). */
+TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
+                                  const wg_layout *l) {
+  const plan_conv *c = &j->node->conv;
+  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
+  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  __mmask16 lanes[16];
+  __m512i idx[16][WG_SIDE];
+  for (int r = 0; r < count; r++) {
+    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
+    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++)
+      idx[r][b] =
+          _mm512_and_si512(_mm512_add_epi32(_mm512_slli_epi32(local, 2), _mm512_set1_epi32(b)),
+                           _mm512_set1_epi32(31));
+  }
+  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
+    __m512 e[WG_SIDE][WG_SIDE];
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++) {
+      __m512 d[WG_SIDE];
+#pragma GCC unroll 16
+      for (int b = 0; b < WG_SIDE; b++)
+        d[b] = _mm512_setzero_ps();
+      for (int r = 0; r < count; r++) {
+        int64_t y = 4 * (ty + r) - c->p.pad_h + a;
+        if (y < 0 || y >= j->h) continue;
+        const float *row = x + ch * plane + y * j->w + x0;
+        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
+#pragma GCC unroll 16
+        for (int b = 0; b < WG_SIDE; b++)
+          d[b] = _mm512_mask_mov_ps(d[b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
+      }
+      bt5(d, e[a]);
+    }
+#pragma GCC unroll 16
+    for (int b = 0; b < WG_SIDE; b++) {
+      __m512 col[WG_SIDE], r[WG_SIDE];
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        col[a] = e[a][b];
+      bt5(col, r);
+#pragma GCC unroll 16
+      for (int a = 0; a < WG_SIDE; a++)
+        _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
+    }
+  }
+}
+
+/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx): A^T M A of each tile, m
+ * pointing at the first tile's 16 channels, positions ldm floats apart. */
+TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                int64_t ty, int64_t tx, int count, int n, float *y,
+                                const float *res) {
   __m512 out[4][16];
 #pragma GCC unroll 16
   for (int i = 0; i < 16; i++) {
@@ -128,13 +181,28 @@ TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, 
       out[2 * a + 1][i] = o[1];
     }
   }
-  wg2_store_tiles(j, out, ch, rows, ty, tx, n, y, res);
+  wg2_store_tiles(j, out, ch, rows, ty, tx, count, n, y, res);
+}
+
+TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
+                                  int rows, int64_t ty, int64_t tx, int n, float *y,
+                                  const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, tx, 1, n, y, res);
+}
+
+TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                               int64_t ty, int count, float *y, const float *res) {
+  output_tiles(j, m, ldm, ch, rows, ty, 0, count, count * (int)j->tiles_w, y, res);
 }
 
 const wg_variant wg2s2_variant = {.tile = 2,
                                   .positions = WG_POS,
+                                  .side = WG_SIDE,
+                                  .step = 4,
                                   .weight_transform = weight_transform,
                                   .input_segment = transform_segment,
                                   .input_gather = NULL,
                                   .output_segment = output_segment,
-                                  .output_scatter = NULL};
+                                  .output_scatter = NULL,
+                                  .input_rows = transform_rows,
+                                  .output_rows = output_rows};

@@ -283,6 +283,8 @@ TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int
 
 const wg_variant wg3_variant = {.tile = 3,
                                 .positions = WG_POS,
+                                .side = WG_SIDE,
+                                .step = 3,
                                 .weight_transform = weight_transform,
                                 .input_segment = transform_segment,
                                 .input_gather = NULL,

@@ -337,6 +337,8 @@ TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int
 
 const wg_variant wg4_variant = {.tile = 4,
                                 .positions = 36,
+                                .side = 6,
+                                .step = 4,
                                 .weight_transform = weight_transform,
                                 .input_segment = transform_segment,
                                 .input_gather = gather_tiles,
