@@ -121,7 +121,7 @@ static int merge_pointwise(cb_plan *plan, plan_node *n, cb_error *err) {
   const plan_value *r = &plan->values[n->in[1]];
   if (r->producer < 0 || r->uses != 1 || r->is_output) return 0;
   plan_node *a = &plan->nodes[r->producer];
-  if (!plain_pointwise(a) || a->in[1] >= 0 || a->relu || a->conv.o != n->conv.o) return 0;
+  if (a == n || !plain_pointwise(a) || a->in[1] >= 0 || a->relu || a->conv.o != n->conv.o) return 0;
   plan_node *main = a->conv.p.stride_h == 1 ? a : n, *side = main == a ? n : a;
   if (main->conv.p.stride_h != 1) return 0;
   float *w = concat_weights(&main->conv, &side->conv);
@@ -140,10 +140,10 @@ static int merge_pointwise(cb_plan *plan, plan_node *n, cb_error *err) {
   merged.k = main->conv.k + side->conv.k;
   merged.k_side = side->conv.k;
   merged.side_stride = side->conv.p.stride_h;
-  free(main->conv.weight);
-  free(side->conv.weight);
+  free(a->conv.weight);
   free(a->conv.bias);
   a->conv = (plan_conv){.o = a->conv.o};
+  free(n->conv.weight);
   n->conv = merged;
   n->in[0] = main_in;
   n->in[1] = -1;
