@@ -114,6 +114,54 @@ wg_row4_columns(const wg_row4 *r, const float *row, int side, __m512 *d) {
     d[b] = wg_every_fourth(q + 4 * (b / 4), r->idx[b % 4]);
 }
 
+/* Whole tile rows in one vector (wg_variant.input_rows): lanes [r * tiles_w, (r + 1) *
+ * tiles_w) hold tile row r; column b of tile k's patch is element step * k + b of the 32
+ * floats loaded from each input row (the patches' first column at -pad_w). */
+typedef struct wg_rows {
+  int count, step, side;
+  __mmask16 lanes[16], inside[2], store;
+  __m512i idx[16][6];
+} wg_rows;
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_rows_init(wg_rows *r, const wg_job *j, int count, int step, int side) {
+  int tw = (int)j->tiles_w;
+  int64_t x0 = -j->node->conv.p.pad_w;
+  *r = (wg_rows){.count = count, .step = step, .side = side};
+  r->inside[0] = wg_inside(x0, j->w);
+  r->inside[1] = wg_inside(x0 + 16, j->w);
+  r->store = (__mmask16)((1u << (count * tw)) - 1);
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  for (int t = 0; t < count; t++) {
+    r->lanes[t] = (__mmask16)(((1u << tw) - 1) << (t * tw));
+    __m512i at = _mm512_mullo_epi32(_mm512_sub_epi32(lane, _mm512_set1_epi32(t * tw)),
+                                    _mm512_set1_epi32(step));
+    for (int b = 0; b < side; b++)
+      r->idx[t][b] =
+          _mm512_and_si512(_mm512_add_epi32(at, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
+  }
+}
+
+/* Columns b < side (r->side, a constant where inlined) of patch row a of the tile rows from
+ * ty, in one channel plane x: d[b], zero where the row lies outside the map. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, int a, int side,
+                __m512 *d) {
+#pragma GCC unroll 16
+  for (int b = 0; b < side; b++)
+    d[b] = _mm512_setzero_ps();
+  for (int t = 0; t < r->count; t++) {
+    int64_t y = r->step * (ty + t) - j->node->conv.p.pad_h + a;
+    if (y < 0 || y >= j->h) continue;
+    const float *row = x + y * j->w - j->node->conv.p.pad_w;
+    __m512 q0 = _mm512_maskz_loadu_ps(r->inside[0], row);
+    __m512 q1 = _mm512_maskz_loadu_ps(r->inside[1], row + 16);
+#pragma GCC unroll 16
+    for (int b = 0; b < side; b++)
+      d[b] = _mm512_mask_mov_ps(d[b], r->lanes[t], _mm512_permutex2var_ps(q0, r->idx[t][b], q1));
+  }
+}
+
 /* One Winograd variant's transforms, on 16 tiles per vector. */
 typedef struct wg_variant {
   int tile;      /* outputs per tile side */

@@ -86,45 +86,17 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
   }
 }
 
-/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
- * ty + r, whose patches' input rows are each two loads (2 * tiles_w + 2 <= 32 columns). */
+/* V for `count` whole tile rows from ty (wg_rows). */
 TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
                                   const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
-  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __mmask16 lanes[16];
-  __m512i idx[16][4];
-  for (int r = 0; r < count; r++) {
-    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
-    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++)
-      idx[r][b] =
-          _mm512_and_si512(_mm512_add_epi32(_mm512_add_epi32(local, local), _mm512_set1_epi32(b)),
-                           _mm512_set1_epi32(31));
-  }
-  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  wg_rows rows;
+  wg_rows_init(&rows, j, count, 2, 4);
   for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 d[4][4];
 #pragma GCC unroll 16
-    for (int a = 0; a < 4; a++) {
-#pragma GCC unroll 16
-      for (int b = 0; b < 4; b++)
-        d[a][b] = _mm512_setzero_ps();
-      for (int r = 0; r < count; r++) {
-        int64_t y = 2 * (ty + r) - c->p.pad_h + a;
-        if (y < 0 || y >= j->h) continue;
-        const float *row = x + ch * plane + y * j->w + x0;
-        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
-#pragma GCC unroll 16
-        for (int b = 0; b < 4; b++)
-          d[a][b] =
-              _mm512_mask_mov_ps(d[a][b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
-      }
-    }
-    store_patch(d, v, pos_stride, store);
+    for (int a = 0; a < 4; a++)
+      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, 4, d[a]);
+    store_patch(d, v, l->ldp, rows.store);
   }
 }
 

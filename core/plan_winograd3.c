@@ -72,6 +72,22 @@ TARGET static inline __m512 every_third(const __m512 *l, int b) {
                               _mm512_permutex2var_ps(l[2], idx, l[3]));
 }
 
+/* V = (B^T d) B from the row transforms e[a] = B^T (patch row a), one vector of tiles each. */
+TARGET __attribute__((always_inline)) static inline void
+store_columns(__m512 e[WG_SIDE][WG_SIDE], float *v, int64_t pos_stride, __mmask16 store) {
+#pragma GCC unroll 16
+  for (int b = 0; b < WG_SIDE; b++) {
+    __m512 col[WG_SIDE], r[WG_SIDE];
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++)
+      col[a] = e[a][b];
+    bt5(col, r);
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++)
+      _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
+  }
+}
+
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
  * row of the 5x5 patches is four loads, split into the columns of each patch. */
 TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
@@ -108,70 +124,24 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
         d[b] = every_third(q, b);
       bt5(d, e[a]);
     }
-#pragma GCC unroll 16
-    for (int b = 0; b < WG_SIDE; b++) {
-      __m512 col[WG_SIDE], r[WG_SIDE];
-#pragma GCC unroll 16
-      for (int a = 0; a < WG_SIDE; a++)
-        col[a] = e[a][b];
-      bt5(col, r);
-#pragma GCC unroll 16
-      for (int a = 0; a < WG_SIDE; a++)
-        _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
-    }
+    store_columns(e, v, pos_stride, store);
   }
 }
 
-/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
- * ty + r, whose patches' input rows are each two loads (3 * tiles_w + 2 <= 32 columns). */
+/* V for `count` whole tile rows from ty (wg_rows). */
 TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
                                   const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
-  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __mmask16 lanes[16];
-  __m512i idx[16][WG_SIDE];
-  for (int r = 0; r < count; r++) {
-    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
-    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
-#pragma GCC unroll 16
-    for (int b = 0; b < WG_SIDE; b++)
-      idx[r][b] = _mm512_and_si512(
-          _mm512_add_epi32(_mm512_mullo_epi32(local, _mm512_set1_epi32(3)), _mm512_set1_epi32(b)),
-          _mm512_set1_epi32(31));
-  }
-  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  wg_rows rows;
+  wg_rows_init(&rows, j, count, 3, WG_SIDE);
   for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 e[WG_SIDE][WG_SIDE];
 #pragma GCC unroll 16
     for (int a = 0; a < WG_SIDE; a++) {
       __m512 d[WG_SIDE];
-#pragma GCC unroll 16
-      for (int b = 0; b < WG_SIDE; b++)
-        d[b] = _mm512_setzero_ps();
-      for (int r = 0; r < count; r++) {
-        int64_t y = 3 * (ty + r) - c->p.pad_h + a;
-        if (y < 0 || y >= j->h) continue;
-        const float *row = x + ch * plane + y * j->w + x0;
-        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
-#pragma GCC unroll 16
-        for (int b = 0; b < WG_SIDE; b++)
-          d[b] = _mm512_mask_mov_ps(d[b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
-      }
+      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, WG_SIDE, d);
       bt5(d, e[a]);
     }
-#pragma GCC unroll 16
-    for (int b = 0; b < WG_SIDE; b++) {
-      __m512 col[WG_SIDE], r[WG_SIDE];
-#pragma GCC unroll 16
-      for (int a = 0; a < WG_SIDE; a++)
-        col[a] = e[a][b];
-      bt5(col, r);
-#pragma GCC unroll 16
-      for (int a = 0; a < WG_SIDE; a++)
-        _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
-    }
+    store_columns(e, v, l->ldp, rows.store);
   }
 }
 
@@ -222,63 +192,47 @@ TARGET static void store_interleaved(const wg_job *j, const __m512 *u, float bia
   }
 }
 
-/* Outputs of n <= 16 tiles of one tile row (ty, tx) for rows <= 16 channels from ch: each
- * tile's 3x3 outputs, transposed to one vector of tiles per channel and output position,
- * interleaved into output rows. m points at the first tile's 16 channels. */
+/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx) (count > 1: whole rows) for
+ * rows <= 16 channels from ch: each tile's 3x3 outputs, transposed to one vector of tiles per
+ * channel and output position, interleaved into output rows. m points at the first tile's 16
+ * channels. */
+TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                                int64_t ty, int64_t tx, int count, int n, float *y,
+                                const float *res) {
+  __m512 out[9][16];
+  for (int i = 0; i < 16; i++) {
+    if (i < n) {
+      tile_outputs(m + i * SMALL_NO, ldm, out, i);
+      continue;
+    }
+#pragma GCC unroll 16
+    for (int p = 0; p < 9; p++)
+      out[p][i] = _mm512_setzero_ps();
+  }
+#pragma GCC unroll 16
+  for (int p = 0; p < 9; p++)
+    transpose16(out[p]);
+  int64_t plane = j->oh * j->ow, x0 = 3 * tx, per_row = n / count;
+  int width = (int)(3 * per_row < j->ow - x0 ? 3 * per_row : j->ow - x0);
+  for (int t = 0; t < count; t++)
+    for (int a = 0; a < 3 && 3 * (ty + t) + a < j->oh; a++)
+      for (int c = 0; c < rows; c++) {
+        __m512 u[3] = {out[a * 3][c], out[a * 3 + 1][c], out[a * 3 + 2][c]};
+        int64_t at = (ch + c) * plane + (3 * (ty + t) + a) * j->ow + x0;
+        store_interleaved(j, u, j->node->conv.bias[ch + c], width, (int)(t * per_row), y + at,
+                          res ? res + at : NULL);
+      }
+}
+
 TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
                                   int rows, int64_t ty, int64_t tx, int n, float *y,
                                   const float *res) {
-  __m512 out[9][16];
-  for (int i = 0; i < 16; i++) {
-    if (i < n) {
-      tile_outputs(m + i * SMALL_NO, ldm, out, i);
-      continue;
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < 9; p++)
-      out[p][i] = _mm512_setzero_ps();
-  }
-#pragma GCC unroll 16
-  for (int p = 0; p < 9; p++)
-    transpose16(out[p]);
-  int64_t plane = j->oh * j->ow, x0 = 3 * tx;
-  int width = (int)(3 * n < j->ow - x0 ? 3 * n : j->ow - x0);
-  for (int a = 0; a < 3 && 3 * ty + a < j->oh; a++)
-    for (int c = 0; c < rows; c++) {
-      __m512 u[3] = {out[a * 3][c], out[a * 3 + 1][c], out[a * 3 + 2][c]};
-      int64_t at = (ch + c) * plane + (3 * ty + a) * j->ow + x0;
-      store_interleaved(j, u, j->node->conv.bias[ch + c], width, 0, y + at, res ? res + at : NULL);
-    }
+  output_tiles(j, m, ldm, ch, rows, ty, tx, 1, n, y, res);
 }
 
-/* Outputs of `count` whole tile rows from ty (count * tiles_w <= 16 tiles, from m) for rows <=
- * 16 channels from ch: one transpose for all their tiles. */
 TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                                int64_t ty, int count, float *y, const float *res) {
-  __m512 out[9][16];
-  int tw = (int)j->tiles_w, n = count * tw;
-  for (int i = 0; i < 16; i++) {
-    if (i < n) {
-      tile_outputs(m + i * SMALL_NO, ldm, out, i);
-      continue;
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < 9; p++)
-      out[p][i] = _mm512_setzero_ps();
-  }
-#pragma GCC unroll 16
-  for (int p = 0; p < 9; p++)
-    transpose16(out[p]);
-  int64_t plane = j->oh * j->ow;
-  int width = (int)(3 * tw < j->ow ? 3 * tw : j->ow);
-  for (int r = 0; r < count; r++)
-    for (int a = 0; a < 3 && 3 * (ty + r) + a < j->oh; a++)
-      for (int c = 0; c < rows; c++) {
-        __m512 u[3] = {out[a * 3][c], out[a * 3 + 1][c], out[a * 3 + 2][c]};
-        int64_t at = (ch + c) * plane + (3 * (ty + r) + a) * j->ow;
-        store_interleaved(j, u, j->node->conv.bias[ch + c], width, r * tw, y + at,
-                          res ? res + at : NULL);
-      }
+  output_tiles(j, m, ldm, ch, rows, ty, 0, count, count * (int)j->tiles_w, y, res);
 }
 
 const wg_variant wg3_variant = {.tile = 3,

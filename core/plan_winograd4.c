@@ -103,6 +103,22 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
+/* V = (B^T d) B from the row transforms e[a] = B^T (patch row a), one vector of tiles each. */
+TARGET __attribute__((always_inline)) static inline void
+store_columns(__m512 e[6][6], float *v, int64_t pos_stride, __mmask16 store) {
+#pragma GCC unroll 16
+  for (int b = 0; b < 6; b++) {
+    __m512 col[6], r[6];
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++)
+      col[a] = e[a][b];
+    bt6(col, r);
+#pragma GCC unroll 16
+    for (int a = 0; a < 6; a++)
+      _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
+  }
+}
+
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
  * row of the 6x6 patches is eight loads (at the patches' columns 0 and 4), split into the
  * columns of each patch. */
@@ -132,70 +148,24 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
       wg_row4_columns(&reader, x + ch * plane + (y0 + a) * j->w + x0, 6, d);
       bt6(d, e[a]);
     }
-#pragma GCC unroll 16
-    for (int b = 0; b < 6; b++) {
-      __m512 col[6], r[6];
-#pragma GCC unroll 16
-      for (int a = 0; a < 6; a++)
-        col[a] = e[a][b];
-      bt6(col, r);
-#pragma GCC unroll 16
-      for (int a = 0; a < 6; a++)
-        _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
-    }
+    store_columns(e, v, pos_stride, store);
   }
 }
 
-/* V for `count` whole tile rows from ty: lanes [r * tiles_w, (r + 1) * tiles_w) hold tile row
- * ty + r, whose patches' input rows are each two loads (4 * tiles_w + 2 <= 32 columns). */
+/* V for `count` whole tile rows from ty (wg_rows). */
 TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
                                   const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp, tw = j->tiles_w, x0 = -c->p.pad_w;
-  __mmask16 m[2] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w)};
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __mmask16 lanes[16];
-  __m512i idx[16][6];
-  for (int r = 0; r < count; r++) {
-    lanes[r] = (__mmask16)(((1u << tw) - 1) << (r * tw));
-    __m512i local = _mm512_sub_epi32(lane, _mm512_set1_epi32((int)(r * tw)));
-#pragma GCC unroll 16
-    for (int b = 0; b < 6; b++)
-      idx[r][b] =
-          _mm512_and_si512(_mm512_add_epi32(_mm512_slli_epi32(local, 2), _mm512_set1_epi32(b)),
-                           _mm512_set1_epi32(31));
-  }
-  __mmask16 store = (__mmask16)((1u << (count * tw)) - 1);
+  wg_rows rows;
+  wg_rows_init(&rows, j, count, 4, 6);
   for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     __m512 e[6][6];
 #pragma GCC unroll 16
     for (int a = 0; a < 6; a++) {
       __m512 d[6];
-#pragma GCC unroll 16
-      for (int b = 0; b < 6; b++)
-        d[b] = _mm512_setzero_ps();
-      for (int r = 0; r < count; r++) {
-        int64_t y = 4 * (ty + r) - c->p.pad_h + a;
-        if (y < 0 || y >= j->h) continue;
-        const float *row = x + ch * plane + y * j->w + x0;
-        __m512 q0 = _mm512_maskz_loadu_ps(m[0], row), q1 = _mm512_maskz_loadu_ps(m[1], row + 16);
-#pragma GCC unroll 16
-        for (int b = 0; b < 6; b++)
-          d[b] = _mm512_mask_mov_ps(d[b], lanes[r], _mm512_permutex2var_ps(q0, idx[r][b], q1));
-      }
+      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, 6, d);
       bt6(d, e[a]);
     }
-#pragma GCC unroll 16
-    for (int b = 0; b < 6; b++) {
-      __m512 col[6], r[6];
-#pragma GCC unroll 16
-      for (int a = 0; a < 6; a++)
-        col[a] = e[a][b];
-      bt6(col, r);
-#pragma GCC unroll 16
-      for (int a = 0; a < 6; a++)
-        _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
-    }
+    store_columns(e, v, l->ldp, rows.store);
   }
 }
 
