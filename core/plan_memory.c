@@ -12,8 +12,8 @@
 
 void *plan_alloc(size_t bytes) {
   bytes = bytes ? (bytes + BLOCK_ALIGN - 1) / BLOCK_ALIGN * BLOCK_ALIGN : BLOCK_ALIGN;
-  void *p = aligned_alloc(bytes < HUGE_PAGE ? BLOCK_ALIGN : HUGE_PAGE, bytes);
-  if (!p) return NULL;
+  void *p = NULL;
+  if (posix_memalign(&p, bytes < HUGE_PAGE ? BLOCK_ALIGN : HUGE_PAGE, bytes)) return NULL;
   /* whole huge pages only: the tail stays on small pages, so no memory is rounded up */
   if (bytes >= HUGE_PAGE) madvise(p, bytes / HUGE_PAGE * HUGE_PAGE, MADV_HUGEPAGE);
   memset(p, 0, bytes);
