@@ -194,18 +194,12 @@ static void output_transform(const wg_job *j, const float *m, const wg_layout *l
       continue;
     }
     for (int64_t t = t0; t < t1;) {
-      int rows_here = whole_rows(j, w, t, t1);
-      if (rows_here) {
-        w->output_rows(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16, n_rows,
-                       t / j->tiles_w, rows_here, y, res);
-        t += rows_here * j->tiles_w;
-        continue;
-      }
-      int64_t tx = t % j->tiles_w, n = j->tiles_w - tx;
+      int count = whole_rows(j, w, t, t1);
+      int64_t tx = t % j->tiles_w, n = count ? count * j->tiles_w : j->tiles_w - tx;
       n = n > 16 ? 16 : n;
       n = n > t1 - t ? t1 - t : n;
-      w->output_segment(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16, n_rows,
-                        t / j->tiles_w, tx, (int)n, y, res);
+      w->output_tiles(j, m + (t - t0) * SMALL_NO + v * 16, l->ldm, m0 + v * 16, n_rows,
+                      t / j->tiles_w, tx, count ? count : 1, (int)n, y, res);
       t += n;
     }
   }

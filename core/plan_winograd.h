@@ -176,18 +176,17 @@ typedef struct wg_variant {
                         const wg_layout *l);
   void (*input_gather)(const wg_job *j, const float *x, int64_t t0, int64_t t1, float *v,
                        const wg_layout *l);
-  /* Y with the epilogue for rows <= 16 channels from ch: n <= 16 tiles of one tile row, or
-   * tiles [t0, t1) (dilated); m points at the first tile's channels, positions ldm apart */
-  void (*output_segment)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
-                         int64_t ty, int64_t tx, int n, float *y, const float *res);
+  /* Y with the epilogue for rows <= 16 channels from ch: n <= 16 tiles of `count` tile rows
+   * from tile (ty, tx) (count > 1: whole rows, tx = 0), or tiles [t0, t1) (dilated); m points
+   * at the first tile's channels, positions ldm apart */
+  void (*output_tiles)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
+                       int64_t ty, int64_t tx, int count, int n, float *y, const float *res);
   void (*output_scatter)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                          int64_t t0, int64_t t1, float *y, const float *res);
-  /* The same for `count` whole tile rows from ty, tiles_w * count <= 16 (undilated maps of few
-   * tiles per row, which would leave most of a vector empty one row at a time), or NULL */
+  /* V of `count` whole tile rows from ty, tiles_w * count <= 16 (undilated maps of few tiles
+   * per row, which would leave most of a vector empty one row at a time) */
   void (*input_rows)(const wg_job *j, const float *x, int64_t ty, int count, float *v,
                      const wg_layout *l);
-  void (*output_rows)(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
-                      int64_t ty, int count, float *y, const float *res);
 } wg_variant;
 
 extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;

@@ -154,17 +154,6 @@ TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, in
   wg2_store_tiles(j, out, ch, rows, ty, tx, count, n, y, res);
 }
 
-TARGET static void output_segment(const wg_job *j, const float *m, int64_t ldm, int64_t ch,
-                                  int rows, int64_t ty, int64_t tx, int n, float *y,
-                                  const float *res) {
-  output_tiles(j, m, ldm, ch, rows, ty, tx, 1, n, y, res);
-}
-
-TARGET static void output_rows(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
-                               int64_t ty, int count, float *y, const float *res) {
-  output_tiles(j, m, ldm, ch, rows, ty, 0, count, count * (int)j->tiles_w, y, res);
-}
-
 const wg_variant wg2s2_variant = {.tile = 2,
                                   .positions = WG_POS,
                                   .side = WG_SIDE,
@@ -172,7 +161,6 @@ const wg_variant wg2s2_variant = {.tile = 2,
                                   .weight_transform = weight_transform,
                                   .input_segment = transform_segment,
                                   .input_gather = NULL,
-                                  .output_segment = output_segment,
+                                  .output_tiles = output_tiles,
                                   .output_scatter = NULL,
-                                  .input_rows = transform_rows,
-                                  .output_rows = output_rows};
+                                  .input_rows = transform_rows};
