@@ -154,7 +154,7 @@ size_t plan_winograd_shared(const plan_node *n) {
  * be two loads (32 columns); else 0 (one segment of a row). */
 static int whole_rows(const wg_job *j, const wg_variant *w, int64_t t, int64_t t1) {
   int64_t columns = w->step * (j->tiles_w - 1) + w->side;
-  if (!w->input_rows || t % j->tiles_w || 2 * j->tiles_w > 16 || columns > 32) return 0;
+  if (t % j->tiles_w || 2 * j->tiles_w > 16 || columns > 32) return 0;
   int64_t rows = (t1 - t) / j->tiles_w, most = 16 / j->tiles_w;
   rows = rows < most ? rows : most;
   return rows >= 2 ? (int)rows : 0;

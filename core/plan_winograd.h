@@ -118,7 +118,7 @@ wg_row4_columns(const wg_row4 *r, const float *row, int side, __m512 *d) {
  * tiles_w) hold tile row r; column b of tile k's patch is element step * k + b of the 32
  * floats loaded from each input row (the patches' first column at -pad_w). */
 typedef struct wg_rows {
-  int count, step, side;
+  int count, step;
   __mmask16 lanes[16], inside[2], store;
   __m512i idx[16][6];
 } wg_rows;
@@ -127,7 +127,7 @@ __attribute__((target("avx512f"), always_inline)) static inline void
 wg_rows_init(wg_rows *r, const wg_job *j, int count, int step, int side) {
   int tw = (int)j->tiles_w;
   int64_t x0 = -j->node->conv.p.pad_w;
-  *r = (wg_rows){.count = count, .step = step, .side = side};
+  *r = (wg_rows){.count = count, .step = step};
   r->inside[0] = wg_inside(x0, j->w);
   r->inside[1] = wg_inside(x0 + 16, j->w);
   r->store = (__mmask16)((1u << (count * tw)) - 1);
@@ -142,8 +142,8 @@ wg_rows_init(wg_rows *r, const wg_job *j, int count, int step, int side) {
   }
 }
 
-/* Columns b < side (r->side, a constant where inlined) of patch row a of the tile rows from
- * ty, in one channel plane x: d[b], zero where the row lies outside the map. */
+/* Columns b < side (the side given to wg_rows_init) of patch row a of the tile rows from ty,
+ * in one channel plane x: d[b], zero where the row lies outside the map. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, int a, int side,
                 __m512 *d) {
@@ -161,6 +161,35 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
       d[b] = _mm512_mask_mov_ps(d[b], r->lanes[t], _mm512_permutex2var_ps(q0, r->idx[t][b], q1));
   }
 }
+
+/* A variant's column pass, V = (B^T d) B from the row transforms e[a] = B^T (patch row a)
+ * (store_columns), and its input transform of whole tile rows (transform_rows), for patches
+ * of SIDE inputs, STEP apart, whose B^T on SIDE vectors is BT. */
+#define WG_ROW_TRANSFORMS(SIDE, STEP, BT)                                                          \
+  __attribute__((target("avx512f,fma"), always_inline)) static inline void store_columns(          \
+      __m512 e[SIDE][SIDE], float *v, int64_t pos_stride, __mmask16 store) {                       \
+    _Pragma("GCC unroll 16") for (int b = 0; b < SIDE; b++) {                                      \
+      __m512 col[SIDE], r[SIDE];                                                                   \
+      _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++) col[a] = e[a][b];                    \
+      BT(col, r);                                                                                  \
+      _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++)                                      \
+          _mm512_mask_storeu_ps(v + (a * SIDE + b) * pos_stride, store, r[a]);                     \
+    }                                                                                              \
+  }                                                                                                \
+  __attribute__((target("avx512f,fma"))) static void transform_rows(                               \
+      const wg_job *j, const float *x, int64_t ty, int count, float *v, const wg_layout *l) {      \
+    wg_rows rows;                                                                                  \
+    wg_rows_init(&rows, j, count, STEP, SIDE);                                                     \
+    for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {                                    \
+      __m512 e[SIDE][SIDE];                                                                        \
+      _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++) {                                    \
+        __m512 d[SIDE];                                                                            \
+        wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, SIDE, d);                           \
+        BT(d, e[a]);                                                                               \
+      }                                                                                            \
+      store_columns(e, v, l->ldp, rows.store);                                                     \
+    }                                                                                              \
+  }
 
 /* One Winograd variant's transforms, on 16 tiles per vector. */
 typedef struct wg_variant {
@@ -191,8 +220,8 @@ typedef struct wg_variant {
 
 extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;
 
-/* Writes 2x2 output tiles of one tile row with the epilogue (plan_winograd2.c): out[a * 2 +
- * b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
+/* Writes the 2x2 output tiles of `count` tile rows with the epilogue (plan_winograd2.c):
+ * out[a * 2 + b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
 void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,
                      int64_t tx, int count, int n, float *y, const float *res);
 

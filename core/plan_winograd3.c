@@ -72,21 +72,7 @@ TARGET static inline __m512 every_third(const __m512 *l, int b) {
                               _mm512_permutex2var_ps(l[2], idx, l[3]));
 }
 
-/* V = (B^T d) B from the row transforms e[a] = B^T (patch row a), one vector of tiles each. */
-TARGET __attribute__((always_inline)) static inline void
-store_columns(__m512 e[WG_SIDE][WG_SIDE], float *v, int64_t pos_stride, __mmask16 store) {
-#pragma GCC unroll 16
-  for (int b = 0; b < WG_SIDE; b++) {
-    __m512 col[WG_SIDE], r[WG_SIDE];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++)
-      col[a] = e[a][b];
-    bt5(col, r);
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++)
-      _mm512_mask_storeu_ps(v + (a * WG_SIDE + b) * pos_stride, store, r[a]);
-  }
-}
+WG_ROW_TRANSFORMS(WG_SIDE, 3, bt5)
 
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
  * row of the 5x5 patches is four loads, split into the columns of each patch. */
@@ -125,23 +111,6 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
       bt5(d, e[a]);
     }
     store_columns(e, v, pos_stride, store);
-  }
-}
-
-/* V for `count` whole tile rows from ty (wg_rows). */
-TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
-                                  const wg_layout *l) {
-  wg_rows rows;
-  wg_rows_init(&rows, j, count, 3, WG_SIDE);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 e[WG_SIDE][WG_SIDE];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++) {
-      __m512 d[WG_SIDE];
-      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, WG_SIDE, d);
-      bt5(d, e[a]);
-    }
-    store_columns(e, v, l->ldp, rows.store);
   }
 }
 

@@ -103,21 +103,7 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   }
 }
 
-/* V = (B^T d) B from the row transforms e[a] = B^T (patch row a), one vector of tiles each. */
-TARGET __attribute__((always_inline)) static inline void
-store_columns(__m512 e[6][6], float *v, int64_t pos_stride, __mmask16 store) {
-#pragma GCC unroll 16
-  for (int b = 0; b < 6; b++) {
-    __m512 col[6], r[6];
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++)
-      col[a] = e[a][b];
-    bt6(col, r);
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++)
-      _mm512_mask_storeu_ps(v + (a * 6 + b) * pos_stride, store, r[a]);
-  }
-}
+WG_ROW_TRANSFORMS(6, 4, bt6)
 
 /* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
  * row of the 6x6 patches is eight loads (at the patches' columns 0 and 4), split into the
@@ -149,23 +135,6 @@ TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty
       bt6(d, e[a]);
     }
     store_columns(e, v, pos_stride, store);
-  }
-}
-
-/* V for `count` whole tile rows from ty (wg_rows). */
-TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
-                                  const wg_layout *l) {
-  wg_rows rows;
-  wg_rows_init(&rows, j, count, 4, 6);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 e[6][6];
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++) {
-      __m512 d[6];
-      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, 6, d);
-      bt6(d, e[a]);
-    }
-    store_columns(e, v, l->ldp, rows.store);
   }
 }
 
