@@ -11,6 +11,7 @@
 /* Outputs up to this size that later nodes read stay in the arena (and are copied out), where
  * the cache still holds them for those readers; larger ones would not stay in cache anyway. */
 #define COPY_OUT_BYTES ((size_t)8 << 20)
+
 static size_t value_bytes(const plan_value *v) {
   return (size_t)(v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3]) * sizeof(float);
 }
@@ -121,7 +122,7 @@ static int merge_pointwise(cb_plan *plan, plan_node *n, cb_error *err) {
   const plan_value *r = &plan->values[n->in[1]];
   if (r->producer < 0 || r->uses != 1 || r->is_output) return 0;
   plan_node *a = &plan->nodes[r->producer];
-  if (a == n || !plain_pointwise(a) || a->in[1] >= 0 || a->relu || a->conv.o != n->conv.o) return 0;
+  if (!plain_pointwise(a) || a->in[1] >= 0 || a->relu || a->conv.o != n->conv.o) return 0;
   plan_node *main = a->conv.p.stride_h == 1 ? a : n, *side = main == a ? n : a;
   if (main->conv.p.stride_h != 1) return 0;
   float *w = concat_weights(&main->conv, &side->conv);
@@ -303,11 +304,10 @@ static int plan_scratch(cb_plan *plan, cb_error *err) {
       plan->padded_floats = plan_conv_padded(plan, n);
   }
   plan_weights_trim(plan);
-  if (plan->padded_floats &&
-      !(plan->padded = plan_alloc((plan->padded_floats + 15) / 16 * 16 * sizeof(float))))
+  if (plan->padded_floats && !(plan->padded = plan_alloc(plan->padded_floats * sizeof(float))))
     return cb_fail(err, "plan: out of memory for padded inputs");
   plan->shared_floats = shared;
-  if (shared && !(plan->shared = plan_alloc((shared + 15) / 16 * 16 * sizeof(float))))
+  if (shared && !(plan->shared = plan_alloc(shared * sizeof(float))))
     return cb_fail(err, "plan: out of memory for packed inputs");
   plan->scratch_floats = (most + 15) / 16 * 16; /* im2col panels, or a max pool's row */
   if (!most) return 0;

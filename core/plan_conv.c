@@ -174,8 +174,6 @@ typedef struct conv_job {
   cb_plan *plan;
   plan_node *node;
   const float *x, *residual;
-  const float *side; /* the side input of a merged pair of 1x1 convolutions, or NULL */
-  const int64_t *side_shape;
   float *y;
   int64_t c, h, w, oh, ow, cols, og;
   int n_tiles, m_tiles;
@@ -313,8 +311,11 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
     }
 }
 
-void plan_conv_pack_side(const plan_node *n, const int64_t *side, int64_t ow, const float *img,
+void plan_conv_pack_side(const cb_plan *plan, const plan_node *n, int64_t ow, int64_t image,
                          int64_t c0, int64_t c1, float *dst, int64_t ld) {
+  const plan_value *v = &plan->values[n->in[2]];
+  const int64_t *side = v->shape;
+  const float *img = v->data + image * side[1] * side[2] * side[3];
   int64_t s = n->conv.side_stride;
   slab_run runs[GEMM_NR];
   int n_runs = 0;
@@ -334,10 +335,9 @@ static const float *pack_source(const conv_job *j, int64_t img, int g) {
 static void pack_slab(const conv_job *j, int64_t img, int g, int64_t c0, int64_t c1, float *slab) {
   const plan_conv *c = &j->node->conv;
   pack_cols(j, pack_source(j, img, g), c0, c1, slab, GEMM_NR);
-  if (!c->k_side) return;
-  const int64_t *side = j->side_shape;
-  plan_conv_pack_side(j->node, side, j->ow, j->side + img * side[1] * side[2] * side[3], c0, c1,
-                      slab + (c->k - c->k_side) * GEMM_NR, GEMM_NR);
+  if (c->k_side)
+    plan_conv_pack_side(j->plan, j->node, j->ow, img, c0, c1, slab + (c->k - c->k_side) * GEMM_NR,
+                        GEMM_NR);
 }
 
 void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
@@ -535,10 +535,6 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
                 .ow = out[3],
                 .cols = out[2] * out[3],
                 .og = n->conv.o / n->conv.p.groups};
-  if (n->in[2] >= 0) {
-    j.side = plan->values[n->in[2]].data;
-    j.side_shape = plan->values[n->in[2]].shape;
-  }
   j.n_tiles = n->conv.n_tiles;
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
   if (n->conv.padded) {

@@ -134,9 +134,9 @@ size_t plan_conv_padded(const cb_plan *plan, const plan_node *n);
  * [k][ld] of dst (GEMM_NR floats written per row); in and out are the NCHW shapes. */
 void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
                       int64_t c0, int64_t c1, float *dst, int64_t ld);
-/* Columns [c0, c1) (at most GEMM_NR) of the side input of a merged convolution (shape side,
- * one image at img) into rows [k_side][ld] of dst, for an output ow columns wide. */
-void plan_conv_pack_side(const plan_node *n, const int64_t *side, int64_t ow, const float *img,
+/* Columns [c0, c1) (at most GEMM_NR) of image `image` of the side input of a merged
+ * convolution (plan_conv.k_side) into rows [k_side][ld] of dst, for an output ow columns wide. */
+void plan_conv_pack_side(const cb_plan *plan, const plan_node *n, int64_t ow, int64_t image,
                          int64_t c0, int64_t c1, float *dst, int64_t ld);
 /* The small-map kernel: output pixels broadcast, output channels in vectors (plan_small.c). */
 bool plan_small_fits(const cb_plan *plan, const plan_node *n);

@@ -181,11 +181,12 @@ static void unbind_outputs(cb_plan *plan) {
 
 /* Hands the outputs to outs, copying those not written in place; frees them on failure. */
 static int hand_outputs(cb_plan *plan, cb_tensor **t, cb_tensor_list *outs, cb_error *err) {
-  int rc = 0;
+  int rc = 0, base = outs->n;
   for (int i = 0; i < plan->n_outputs && !rc; i++) {
     const plan_value *v = &plan->values[plan->outputs[i]];
+    /* a value listed again: from its first tensor (its arena bytes may be reused by now) */
     int first = first_place(plan, i);
-    const float *src = first < i ? outs->items[outs->n - i + first]->data : v->data;
+    const float *src = first < i ? outs->items[base + first]->data : v->data;
     if (!t[i] && (t[i] = cb_tensor_empty(CB_F32, 4, v->shape, err)))
       memcpy(t[i]->data, src, (size_t)numel(v) * sizeof(float));
     if (!t[i]) {

@@ -192,10 +192,9 @@ static void gather_side_task(void *ctx, int task, int thread) {
   (void)thread;
   const small_job *j = ctx;
   const plan_node *n = j->node;
-  const int64_t *side = j->plan->values[n->in[2]].shape;
   int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
-  plan_conv_pack_side(n, side, j->out[3], j->side + j->image * side[1] * side[2] * side[3], c0, c1,
-                      j->plan->shared + c0, im2col_ld(&j->plan->values[n->out]));
+  plan_conv_pack_side(j->plan, n, j->out[3], j->image, c0, c1, j->plan->shared + c0,
+                      im2col_ld(&j->plan->values[n->out]));
 }
 
 void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y) {
