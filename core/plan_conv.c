@@ -453,9 +453,10 @@ static void conv_task(void *ctx, int task, int thread) {
   const plan_node *n = j->node;
   const plan_conv *c = &n->conv;
   int groups = c->p.groups;
-  int tn = task % j->n_tiles, rest = task / j->n_tiles;
-  int tm = rest % j->m_tiles;
-  rest /= j->m_tiles;
+  /* channel tiles vary fastest: a thread's share of the tasks is a range of columns */
+  int tm = task % j->m_tiles, rest = task / j->m_tiles;
+  int tn = rest % j->n_tiles;
+  rest /= j->n_tiles;
   int g = rest % groups, img = rest / groups;
   int64_t n0, n1, m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
   col_range(c, j->cols, tn, &n0, &n1);
@@ -498,7 +499,7 @@ static void pack_shared_task(void *ctx, int task, int thread) {
 static void shared_task(void *ctx, int task, int thread) {
   const conv_job *j = ctx;
   const plan_conv *c = &j->node->conv;
-  int tn = task % j->n_tiles, tm = task / j->n_tiles;
+  int tm = task % j->m_tiles, tn = task / j->m_tiles;
   int64_t n0, n1, m0 = (int64_t)tm * c->mc, m1 = m0 + c->mc < j->og ? m0 + c->mc : j->og;
   col_range(c, j->cols, tn, &n0, &n1);
   if (m0 < m1 && n0 < n1) conv_task_fast(j, 0, j->image, m0, m1, n0, n1, thread);

@@ -1,4 +1,6 @@
-/* Max pooling in a plan: one task per channel plane; a NaN in a window gives NaN, as in
+/* Max pooling in a plan: one task per channel plane and band of output rows, a band per
+ * thread (the pool runs the first band's tasks on the first thread, which wrote the input rows
+ * they read, and so on); a NaN in a window gives NaN, as in
  * PyTorch. The ResNet stem's 3x3 stride-2 pool has an AVX-512 path. */
 #include <immintrin.h>
 #include <math.h>
@@ -14,7 +16,16 @@ typedef struct pool_job {
   const plan_value *in, *out;
   float *scratch; /* one input row per thread */
   size_t row_floats;
+  int64_t planes, bands;
 } pool_job;
+
+/* The plane and output rows [*y0, *y1) of a task. */
+static int64_t task_rows(const pool_job *j, int task, int64_t *y0, int64_t *y1) {
+  int64_t band = task / j->planes, oh = j->out->shape[2];
+  *y0 = oh * band / j->bands;
+  *y1 = oh * (band + 1) / j->bands;
+  return task % j->planes;
+}
 
 /* At least the padded input row, and 32 floats per 16 outputs for the 3x3 stride-2 path. */
 size_t pool_row_floats(const cb_pool2d_params *p, int64_t w, int64_t ow) {
@@ -34,15 +45,16 @@ CB_VECTOR static void max_pool_task(void *ctx, int task, int thread) {
   const pool_job *j = ctx;
   const cb_pool2d_params *p = &j->node->pool;
   int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
-  const float *plane = j->in->data + (int64_t)task * h * w;
-  float *dst = j->out->data + (int64_t)task * oh * ow;
+  int64_t y0, y1, c = task_rows(j, task, &y0, &y1);
+  const float *plane = j->in->data + c * h * w;
+  float *dst = j->out->data + c * oh * ow + y0 * ow;
   /* col[pad_w + x]: the row maximum at input column x, -inf in the padding either side */
   int64_t span = (ow - 1) * p->stride_w + (int64_t)(p->kernel_w - 1) * p->dil_w + 1;
   float *col = j->scratch + (size_t)thread * j->row_floats;
   for (int64_t x = 0; x < span; x++)
     col[x] = -INFINITY;
   float *mid = col + p->pad_w;
-  for (int64_t y = 0; y < oh; y++, dst += ow) {
+  for (int64_t y = y0; y < y1; y++, dst += ow) {
     for (int64_t x = 0; x < w; x++)
       mid[x] = -INFINITY;
     for (int i = 0; i < p->kernel_h; i++) {
@@ -78,14 +90,15 @@ static bool is_3x3_stride2(const cb_pool2d_params *p, int64_t h, int64_t w, int6
 TARGET static void max_pool_3x3s2(void *ctx, int task, int thread) {
   const pool_job *j = ctx;
   int64_t h = j->in->shape[2], w = j->in->shape[3], oh = j->out->shape[2], ow = j->out->shape[3];
-  const float *plane = j->in->data + (int64_t)task * h * w;
-  float *dst = j->out->data + (int64_t)task * oh * ow;
+  int64_t y0, y1, c = task_rows(j, task, &y0, &y1);
+  const float *plane = j->in->data + c * h * w;
+  float *dst = j->out->data + c * oh * ow + y0 * ow;
   float *m = j->scratch + (size_t)thread * j->row_floats;
   int64_t vectors = (ow + 15) / 16;
   __m512 ninf = _mm512_set1_ps(-INFINITY);
   __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
   __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  for (int64_t y = 0; y < oh; y++, dst += ow) {
+  for (int64_t y = y0; y < y1; y++, dst += ow) {
     for (int64_t x = 0; x < 2 * 16 * vectors; x += 16) {
       __mmask16 in = x >= w ? 0 : w - x >= 16 ? 0xFFFF : (__mmask16)((1u << (w - x)) - 1);
       __m512 v = ninf;
@@ -109,8 +122,14 @@ TARGET static void max_pool_3x3s2(void *ctx, int task, int thread) {
 
 void plan_max_pool_run(cb_plan *plan, const plan_node *n, const plan_value *in,
                        const plan_value *out) {
-  pool_job j = {n, in, out, plan->scratch, pool_row_floats(&n->pool, in->shape[3], out->shape[3])};
+  pool_job j = {.node = n,
+                .in = in,
+                .out = out,
+                .scratch = plan->scratch,
+                .row_floats = pool_row_floats(&n->pool, in->shape[3], out->shape[3]),
+                .planes = in->shape[0] * in->shape[1],
+                .bands = plan->threads < out->shape[2] ? plan->threads : out->shape[2]};
   bool fast = plan_gemm_available() &&
               is_3x3_stride2(&n->pool, in->shape[2], in->shape[3], out->shape[2], out->shape[3]);
-  cb_parallel_for((int)(in->shape[0] * in->shape[1]), fast ? max_pool_3x3s2 : max_pool_task, &j);
+  cb_parallel_for((int)(j.bands * j.planes), fast ? max_pool_3x3s2 : max_pool_task, &j);
 }

@@ -14,6 +14,7 @@
 #define SMALL_KC 64        /* depth per pass over the buffer: its weights stay in L1 */
 #define SMALL_CT 16384     /* outputs per task */
 #define SMALL_MAX_COLS 256 /* larger maps need an im2col matrix too large to share */
+#define SMALL_SPLIT 8      /* pixel blocks per thread for the pixels to be split by thread */
 
 static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
@@ -48,13 +49,23 @@ static int pack_weights(cb_plan *plan, plan_conv *c, cb_error *err) {
   return 0;
 }
 
+/* Pixels per chunk to start from: with several threads and enough pixel blocks for each, one
+ * thread's share of them, so that each thread reads the pixels it wrote in the layer before
+ * (the pool runs the first share of tasks on the first thread, and so on). */
+static int64_t first_nc(int64_t cols, int threads) {
+  int64_t blocks = (cols + SMALL_PR - 1) / SMALL_PR;
+  if (threads > 1 && blocks >= SMALL_SPLIT * threads)
+    return (blocks + threads - 1) / threads * SMALL_PR;
+  return round_up(cols, SMALL_PR);
+}
+
 /* Chunks: mc output channels by nc pixels per task, at most SMALL_CT floats, and at least two
  * tasks per thread when the layer allows. */
 int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
   int64_t cols = out[2] * out[3], images = out[0];
-  int64_t mc = round_up(c->o, SMALL_NO), nc = round_up(cols, SMALL_PR);
+  int64_t mc = round_up(c->o, SMALL_NO), nc = first_nc(cols, plan->threads);
   while (mc > SMALL_NO && mc * nc > SMALL_CT)
     mc = round_up(mc / 2, SMALL_NO);
   while (nc > SMALL_PR && mc * nc > SMALL_CT)
@@ -175,7 +186,8 @@ static void chunk_task(void *ctx, int task, int thread) {
   const small_job *j = ctx;
   int64_t per_image = j->m_tiles * j->n_tiles;
   int64_t img = gathers(&j->node->conv) ? j->image : task / per_image, rest = task % per_image;
-  run_chunk(j, img, rest / j->n_tiles, rest % j->n_tiles, thread);
+  /* channel chunks vary fastest: a thread's share of the tasks is a range of pixels */
+  run_chunk(j, img, rest % j->m_tiles, rest / j->m_tiles, thread);
 }
 
 static void im2col_task(void *ctx, int task, int thread) {

@@ -232,7 +232,8 @@ static void wg_task(void *ctx, int task, int thread) {
   int pos = positions(c);
   int64_t per_image = j->n_tiles * j->m_tiles, img = task / per_image, rest = task % per_image;
   if (c->shared_panel) img = j->image;
-  int64_t tn = rest % j->n_tiles, tm = rest / j->n_tiles;
+  /* channel parts vary fastest: a thread's share of the tasks is a range of tiles */
+  int64_t tm = rest % j->m_tiles, tn = rest / j->m_tiles;
   int64_t t0 = tn * c->nc, t1 = t0 + c->nc < j->tiles ? t0 + c->nc : j->tiles;
   int64_t m0 = tm * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   wg_layout l = layout_of(c, t1 - t0);

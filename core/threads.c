@@ -1,7 +1,12 @@
 /* The worker pool: workers spin briefly on a generation counter, then sleep on a condition
  * variable, so back-to-back parallel loops (one per layer) start without a wake-up cost.
  * Every wait yields the processor after a short spin: when other processes share the cores,
- * a waiting thread must not hold the processor that the thread it waits for needs. */
+ * a waiting thread must not hold the processor that the thread it waits for needs.
+ * A loop's tasks are dealt in contiguous shares, the t-th to thread t: the plan's kernels
+ * order their tasks by position in the image, so a thread reads mostly what it wrote in the
+ * layer before, from its own caches (on two cores that share no cache, taking tasks in
+ * arrival order made each layer read half its input from the other core's). A thread whose
+ * share is done takes tasks from the end of the others'. */
 #include <pthread.h>
 #include <sched.h>
 #include <stdatomic.h>
@@ -15,54 +20,71 @@
 #define POOL_MAX_THREADS 64
 #define POOL_SPIN 20000  /* wait iterations before a worker sleeps */
 #define POOL_PAUSES 2000 /* of them pauses before each iteration yields */
-#define POOL_CLOSED 0xFFFFFFFFu
+
+/* Thread t's share of the running loop: tasks [lo, hi) and the loop's generation, in one
+ * word that the owner takes from the front of and other threads, once their own share is
+ * done, take from the back of. On a line of its own. */
+typedef struct share {
+  _Alignas(64) _Atomic uint64_t word;
+} share;
 
 typedef struct pool {
+  share shares[POOL_MAX_THREADS];
+  cb_task_fn fn;
+  void *ctx;
   pthread_mutex_t lock;
   pthread_cond_t wake;
   pthread_t workers[POOL_MAX_THREADS];
   int n_workers;          /* started workers (threads - 1) */
   int active;             /* threads used by the next loop */
   atomic_uint generation; /* bumped per loop; workers join the loops they see */
-  /* The running loop's generation (high half) and next task (low half, POOL_CLOSED once the
-   * loop is over): a thread late from an earlier loop cannot claim a task of this one. */
-  _Atomic uint64_t next;
+  atomic_uint running;    /* the running loop's generation, as kept in the shares */
   atomic_int pending;
-  atomic_int n_tasks; /* read by late threads while the next loop is set up */
-  cb_task_fn fn;
-  void *ctx;
   atomic_bool stop;
 } pool;
 
-static pool the_pool = {
-    .lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER, .next = POOL_CLOSED};
+static pool the_pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
 static pthread_mutex_t loop_lock = PTHREAD_MUTEX_INITIALIZER;
 
 /* While this thread runs a task, its thread index (else -1): a parallel_for inside a task
  * runs serially on it. */
 static _Thread_local int task_thread = -1;
 
-/* Takes the next task of loop gen, if that loop still has one. n_tasks, fn and ctx change
- * only between the closing of one loop and the opening of the next, so a successful claim
- * reads those of its own loop. */
-static bool claim(pool *p, uint32_t gen, int *task) {
-  uint64_t v = atomic_load(&p->next);
+/* A share's word: generation (16 bits), then hi and lo (24 bits each). */
+#define SHARE_BITS 24
+#define SHARE_MASK ((1u << SHARE_BITS) - 1)
+
+static uint64_t share_word(uint32_t gen, uint32_t lo, uint32_t hi) {
+  return (uint64_t)(gen & 0xFFFF) << 48 | (uint64_t)hi << SHARE_BITS | lo;
+}
+
+/* Takes a task of loop gen from share s: its first when own, else its last. */
+static bool take(share *s, uint32_t gen, bool own, int *task) {
+  uint64_t v = atomic_load_explicit(&s->word, memory_order_acquire);
   for (;;) {
-    uint32_t t = (uint32_t)v;
-    if ((uint32_t)(v >> 32) != gen || t == POOL_CLOSED ||
-        t >= (uint32_t)atomic_load_explicit(&p->n_tasks, memory_order_relaxed))
-      return false;
-    if (atomic_compare_exchange_weak(&p->next, &v, v + 1)) {
-      *task = (int)t;
+    uint32_t lo = (uint32_t)v & SHARE_MASK, hi = (uint32_t)(v >> SHARE_BITS) & SHARE_MASK;
+    if ((uint32_t)(v >> 48) != (gen & 0xFFFF) || lo >= hi) return false;
+    uint64_t next = own ? share_word(gen, lo + 1, hi) : share_word(gen, lo, hi - 1);
+    if (atomic_compare_exchange_weak(&s->word, &v, next)) {
+      *task = (int)(own ? lo : hi - 1);
       return true;
     }
   }
 }
 
+/* Thread `thread`'s next task of loop gen: from its own share, else from the back of the
+ * others'. */
+static bool claim(pool *p, int thread, int threads, uint32_t gen, int *task) {
+  if (take(&p->shares[thread], gen, true, task)) return true;
+  for (int i = 1; i < threads; i++)
+    if (take(&p->shares[(thread + i) % threads], gen, false, task)) return true;
+  return false;
+}
+
 static void run_tasks(pool *p, int thread, uint32_t gen) {
   task_thread = thread;
-  int t;
-  while (claim(p, gen, &t)) {
+  int t, threads = p->active;
+  while (claim(p, thread, threads, gen, &t)) {
     p->fn(p->ctx, t, thread);
     atomic_fetch_sub(&p->pending, 1);
   }
@@ -91,7 +113,7 @@ static void *worker_main(void *arg) {
     }
     if (p->stop) return NULL;
     seen = atomic_load(&p->generation);
-    if (thread < p->active) run_tasks(p, thread, (uint32_t)(atomic_load(&p->next) >> 32));
+    if (thread < p->active) run_tasks(p, thread, atomic_load(&p->running));
   }
 }
 
@@ -150,9 +172,32 @@ int cb_threads_active(void) {
   return the_pool.active < 1 ? 1 : the_pool.active;
 }
 
+/* Loops longer than a share can count run as consecutive loops of tasks offset by `first`. */
+typedef struct long_loop {
+  cb_task_fn fn;
+  void *ctx;
+  int first;
+} long_loop;
+
+static void long_loop_task(void *ctx, int task, int thread) {
+  const long_loop *l = ctx;
+  l->fn(l->ctx, l->first + task, thread);
+}
+
+static void parallel_for_long(int n_tasks, cb_task_fn fn, void *ctx) {
+  for (long_loop l = {fn, ctx, 0}; l.first < n_tasks; l.first += (int)SHARE_MASK) {
+    int count = n_tasks - l.first < (int)SHARE_MASK ? n_tasks - l.first : (int)SHARE_MASK;
+    cb_parallel_for(count, long_loop_task, &l);
+  }
+}
+
 CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   pool *p = &the_pool;
   if (n_tasks <= 0) return;
+  if (n_tasks > (int)SHARE_MASK && task_thread < 0) {
+    parallel_for_long(n_tasks, fn, ctx);
+    return;
+  }
   if (task_thread >= 0) {
     for (int t = 0; t < n_tasks; t++)
       fn(ctx, t, task_thread);
@@ -165,12 +210,17 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
       fn(ctx, t, 0);
     return;
   }
-  uint32_t gen = (uint32_t)(atomic_load(&p->next) >> 32) + 1;
+  uint32_t gen = atomic_load(&p->running) + 1;
+  int threads = p->active;
   p->fn = fn;
   p->ctx = ctx;
-  atomic_store(&p->n_tasks, n_tasks);
   atomic_store(&p->pending, n_tasks);
-  atomic_store(&p->next, (uint64_t)gen << 32);
+  for (int t = 0; t < threads; t++) {
+    uint32_t lo = (uint32_t)((int64_t)n_tasks * t / threads);
+    uint32_t hi = (uint32_t)((int64_t)n_tasks * (t + 1) / threads);
+    atomic_store(&p->shares[t].word, share_word(gen, lo, hi));
+  }
+  atomic_store(&p->running, gen);
   pthread_mutex_lock(&p->lock);
   atomic_fetch_add(&p->generation, 1);
   pthread_cond_broadcast(&p->wake);
@@ -178,6 +228,5 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   run_tasks(p, 0, gen);
   for (int spins = 0; atomic_load(&p->pending) > 0; spins++)
     pool_wait(spins);
-  atomic_store(&p->next, (uint64_t)gen << 32 | POOL_CLOSED);
   pthread_mutex_unlock(&loop_lock);
 }

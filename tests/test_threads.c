@@ -214,3 +214,30 @@ Test(threads, pool_runs_each_task_once_per_loop) {
   cr_assert_eq(atomic_load(&late), 0, "%d tasks ran after their loop ended", atomic_load(&late));
   cb_set_num_threads(0);
 }
+
+typedef struct long_loop_runs {
+  atomic_uchar *runs;
+  atomic_int wrong_thread;
+} long_loop_runs;
+
+static void mark_task(void *ctx, int task, int thread) {
+  long_loop_runs *l = ctx;
+  if (thread < 0 || thread >= cb_get_num_threads()) atomic_fetch_add(&l->wrong_thread, 1);
+  atomic_fetch_add(&l->runs[task], 1);
+}
+
+/* A loop of more tasks than a thread's share can count (2^24) runs each of them once. */
+Test(threads, pool_runs_loops_longer_than_a_share) {
+  cb_set_num_threads(2);
+  int n = (1 << 24) + 3;
+  long_loop_runs l = {.runs = calloc((size_t)n, sizeof(atomic_uchar))};
+  cr_assert_not_null(l.runs);
+  cb_parallel_for(n, mark_task, &l);
+  int bad = 0;
+  for (int t = 0; t < n; t++)
+    bad += atomic_load(&l.runs[t]) != 1;
+  free((void *)l.runs);
+  cr_assert_eq(bad, 0, "%d of %d tasks did not run exactly once", bad, n);
+  cr_assert_eq(atomic_load(&l.wrong_thread), 0);
+  cb_set_num_threads(0);
+}

@@ -79,7 +79,9 @@ CB_API int cb_get_num_threads(void);
 
 /* Runs fn(ctx, task, thread) for every task in [0, n_tasks) on the library's thread pool
  * (the caller is thread 0; thread < cb_get_num_threads()) and returns when all are done;
- * tasks are handed out dynamically. For plugin layers' own loops. Called from inside a task,
+ * thread t first runs the t-th of as many contiguous shares of the tasks as there are threads
+ * (so that loops split alike keep each thread on the same data), then takes tasks from the end
+ * of the others' shares. For plugin layers' own loops. Called from inside a task,
  * it runs the tasks there, one after the other. */
 typedef void (*cb_task_fn)(void *ctx, int task, int thread);
 CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx);
