@@ -177,7 +177,8 @@ typedef struct conv_job {
   float *y;
   int64_t c, h, w, oh, ow, cols, og;
   int n_tiles, m_tiles;
-  int image; /* shared panel: the image being run */
+  int image;             /* shared panel: the image being run */
+  int64_t images, bands; /* padded copy: images, and bands of rows (one per thread) */
 } conv_job;
 
 /* Columns [n0, n1) of row krow (channel, kernel row, kernel column) of one image group's
@@ -352,17 +353,20 @@ void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out,
   pack_cols(&j, img, c0, c1, dst, ld);
 }
 
-/* One column phase of one channel of the padded copy, zero borders (a task per phase, so that
- * a three-channel input still splits evenly). */
+/* One column phase of one channel of the padded copy, zero borders, one band of its rows (a
+ * task per phase, so that a three-channel input still splits evenly; a band per thread, the
+ * rows its output rows read). */
 CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
   (void)thread;
   const conv_job *j = ctx;
   const cb_conv2d_params *p = &j->node->conv.p;
   int64_t rows = j->h + 2 * p->pad_h, cols = padded_cols(j->w, p), sw = p->stride_w;
-  int64_t ch = task / sw, ph = task % sw;
+  int64_t planes = j->c * j->images * sw, band = task / planes, plane = task % planes;
+  int64_t ch = plane / sw, ph = plane % sw;
+  int64_t r0 = rows * band / j->bands, r1 = rows * (band + 1) / j->bands;
   const float *src = j->x + ch * j->h * j->w;
-  float *dst = j->plan->padded + (ch * sw + ph) * rows * cols;
-  for (int64_t r = 0; r < rows; r++, dst += cols) {
+  float *dst = j->plan->padded + (ch * sw + ph) * rows * cols + r0 * cols;
+  for (int64_t r = r0; r < r1; r++, dst += cols) {
     int64_t y = r - p->pad_h;
     if (y < 0 || y >= j->h) {
       memset(dst, 0, (size_t)cols * sizeof(float));
@@ -539,7 +543,9 @@ void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *res
   j.n_tiles = n->conv.n_tiles;
   j.m_tiles = (int)((j.og + n->conv.mc - 1) / n->conv.mc);
   if (n->conv.padded) {
-    cb_parallel_for((int)(in[0] * in[1] * n->conv.p.stride_w), pad_task, &j);
+    j.images = in[0];
+    j.bands = plan->threads < j.h ? plan->threads : 1;
+    cb_parallel_for((int)(j.bands * in[0] * in[1] * n->conv.p.stride_w), pad_task, &j);
     cb_parallel_for((int)(in[0] * j.oh), padded_task, &j);
     return;
   }
