@@ -194,13 +194,13 @@ static void parallel_for_long(int n_tasks, cb_task_fn fn, void *ctx) {
 CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   pool *p = &the_pool;
   if (n_tasks <= 0) return;
-  if (n_tasks > (int)SHARE_MASK && task_thread < 0) {
-    parallel_for_long(n_tasks, fn, ctx);
-    return;
-  }
   if (task_thread >= 0) {
     for (int t = 0; t < n_tasks; t++)
       fn(ctx, t, task_thread);
+    return;
+  }
+  if (n_tasks > (int)SHARE_MASK) {
+    parallel_for_long(n_tasks, fn, ctx);
     return;
   }
   pthread_mutex_lock(&loop_lock);
