@@ -121,9 +121,11 @@ int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   }
   c->mc = (int)round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
   c->nc = (int)((tiles + chunks - 1) / chunks);
-  /* Split by channels, the tasks would each transform the same inputs: they are transformed
-   * once, split by input channels, into a V that the tasks share. */
-  c->shared_panel = m_tiles > 1 && chunks == 1;
+  /* Split by channels, each task transforms all the inputs itself (little work on maps this
+   * small) and reads them from its own cache; at stride 2, where the input has four times the
+   * output's pixels, they are transformed once, split by input channels, into a V that the
+   * tasks share. */
+  c->shared_panel = m_tiles > 1 && chunks == 1 && c->p.stride_h == 2;
   return pack(plan, c, err);
 }
 
