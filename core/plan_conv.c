@@ -363,7 +363,7 @@ CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
   int64_t rows = j->h + 2 * p->pad_h, cols = padded_cols(j->w, p), sw = p->stride_w;
   int64_t planes = j->c * j->images * sw, band = task / planes, plane = task % planes;
   int64_t ch = plane / sw, ph = plane % sw;
-  int64_t r0 = rows * band / j->bands, r1 = rows * (band + 1) / j->bands;
+  int64_t r0 = cb_share_start(rows, band, j->bands), r1 = cb_share_start(rows, band + 1, j->bands);
   const float *src = j->x + ch * j->h * j->w;
   float *dst = j->plan->padded + (ch * sw + ph) * rows * cols + r0 * cols;
   for (int64_t r = r0; r < r1; r++, dst += cols) {

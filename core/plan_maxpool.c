@@ -22,8 +22,8 @@ typedef struct pool_job {
 /* The plane and output rows [*y0, *y1) of a task. */
 static int64_t task_rows(const pool_job *j, int task, int64_t *y0, int64_t *y1) {
   int64_t band = task / j->planes, oh = j->out->shape[2];
-  *y0 = oh * band / j->bands;
-  *y1 = oh * (band + 1) / j->bands;
+  *y0 = cb_share_start(oh, band, j->bands);
+  *y1 = cb_share_start(oh, band + 1, j->bands);
   return task % j->planes;
 }
 

@@ -98,8 +98,9 @@ static int run_node(cb_plan *plan, plan_node *n, cb_error *err) {
 typedef struct copy_job {
   const float *src;
   float *dst;
-  int64_t plane, bands, per_band, group; /* planes per task */
-  int64_t planes;
+  int64_t planes, plane;   /* plane: floats per channel plane */
+  int64_t bands, per_band; /* bands of pixels, tasks per band */
+  int64_t group;           /* planes per task */
 } copy_job;
 
 #define COPY_FLOATS 16384 /* per task */
@@ -110,7 +111,8 @@ static void copy_task(void *ctx, int task, int thread) {
   const copy_job *c = ctx;
   int64_t band = task / c->per_band, p0 = task % c->per_band * c->group;
   int64_t p1 = p0 + c->group < c->planes ? p0 + c->group : c->planes;
-  int64_t x0 = c->plane * band / c->bands, x1 = c->plane * (band + 1) / c->bands;
+  int64_t x0 = cb_share_start(c->plane, band, c->bands);
+  int64_t x1 = cb_share_start(c->plane, band + 1, c->bands);
   for (int64_t p = p0; p < p1; p++)
     memcpy(c->dst + p * c->plane + x0, c->src + p * c->plane + x0,
            (size_t)(x1 - x0) * sizeof(float));

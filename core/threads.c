@@ -216,8 +216,8 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   p->ctx = ctx;
   atomic_store(&p->pending, n_tasks);
   for (int t = 0; t < threads; t++) {
-    uint32_t lo = (uint32_t)((int64_t)n_tasks * t / threads);
-    uint32_t hi = (uint32_t)((int64_t)n_tasks * (t + 1) / threads);
+    uint32_t lo = (uint32_t)cb_share_start(n_tasks, t, threads);
+    uint32_t hi = (uint32_t)cb_share_start(n_tasks, t + 1, threads);
     atomic_store(&p->shares[t].word, share_word(gen, lo, hi));
   }
   atomic_store(&p->running, gen);

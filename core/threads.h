@@ -12,4 +12,11 @@ int cb_threads_active(void);
 /* CBRICK_NUM_THREADS when set and valid, else the online processors. */
 int cb_threads_default(void);
 
+/* The first of n items in share `part` of `parts` contiguous, near-equal shares: how
+ * cb_parallel_for deals tasks to threads, and how kernels split rows or pixels into bands
+ * that follow it. */
+static inline int64_t cb_share_start(int64_t n, int64_t part, int64_t parts) {
+  return n * part / parts;
+}
+
 #endif
