@@ -169,8 +169,8 @@ static int fuse(cb_plan *plan, cb_error *err) {
       fuse_relu(plan, n);
   }
   count_uses(plan);
-  /* The merged GEMM packs both inputs into one panel: the AVX-512 kernels only. */
-  for (int i = 0; plan_gemm_available() && i < plan->n_nodes; i++)
+  /* The merged GEMM packs both inputs into one panel: the packed path only. */
+  for (int i = 0; plan->kernels && i < plan->n_nodes; i++)
     if (merge_pointwise(plan, &plan->nodes[i], err)) return -1;
   count_uses(plan);
   return 0;
@@ -373,6 +373,7 @@ CB_API cb_plan *cb_plan_compile(cb_module *m, const int64_t *input_shape, int th
     return NULL;
   }
   plan->threads = threads > 0 ? threads : cb_threads_default();
+  plan->kernels = plan_kernels_best();
   b->plan = plan;
   int out = -1;
   int rc = plan_add_value(plan, input_shape, -1, err) < 0 ? -1 : 0;
@@ -390,7 +391,9 @@ CB_API cb_plan *cb_plan_compile(cb_module *m, const int64_t *input_shape, int th
 }
 
 CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
-  *s = (cb_plan_stats){.arena_bytes = plan->arena_bytes, .values_bytes = plan->values_bytes};
+  *s = (cb_plan_stats){.arena_bytes = plan->arena_bytes,
+                       .values_bytes = plan->values_bytes,
+                       .isa = plan->kernels ? plan->kernels->isa : "portable"};
   for (int i = 0; i < plan->n_nodes; i++) {
     const plan_node *n = &plan->nodes[i];
     if (n->kind == PN_CONV) s->convs++;

@@ -116,7 +116,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   const int64_t *out = plan->values[n->out].shape;
   int64_t cols = out[2] * out[3], og = c->o / c->p.groups;
   int threads = plan->threads;
-  bool fast = plan_gemm_available();
+  bool fast = plan->kernels != NULL, avx512 = fast && plan->kernels->avx512;
   int64_t align = fast ? GEMM_NR : 16, row_align = fast ? GEMM_MR : 16;
   c->direct = c->kh == 1 && c->kw == 1 && c->p.stride_h == 1 && c->p.stride_w == 1 &&
               c->p.pad_h == 0 && c->p.pad_w == 0;
@@ -137,9 +137,9 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->nc = (int)((slabs + c->n_tiles - 1) / c->n_tiles * align);
   if (c->nc > cols) c->nc = (int)(fast ? round_up(cols, align) : cols);
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
-  int tile = fast ? winograd_tile(plan, n) : 0;
+  int tile = avx512 ? winograd_tile(plan, n) : 0;
   if (tile) return plan_winograd_tile(plan, n, tile, err);
-  if (fast && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
+  if (avx512 && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
     return plan_small_tile(plan, n, err);
   /* With few input channels the per-row work of packing is tiny and locating the padding
    * dominates: such convolutions (the stems) read a padded copy in place instead. */
@@ -298,7 +298,7 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
   slab_run runs[GEMM_NR];
   if (c->direct) {
     runs[0] = (slab_run){0, (int)(c1 - c0), c0};
-    plan_pack_rows(dst, ld, img, j->cols, c->k - c->k_side, runs, 1, 1);
+    j->plan->kernels->pack_rows(dst, ld, img, j->cols, c->k - c->k_side, runs, 1, 1);
     return;
   }
   out_piece pieces[GEMM_NR];
@@ -307,8 +307,8 @@ static void pack_cols(const conv_job *j, const float *img, int64_t c0, int64_t c
   for (int64_t ki = 0; ki < c->kh; ki++)
     for (int64_t kj = 0; kj < c->kw; kj++) {
       int n = slab_runs(j, ki, kj, pieces, n_pieces, runs);
-      plan_pack_rows(dst + (ki * c->kw + kj) * ld, taps * ld, img, j->h * j->w, c->cg, runs, n,
-                     (int)c->p.stride_w);
+      j->plan->kernels->pack_rows(dst + (ki * c->kw + kj) * ld, taps * ld, img, j->h * j->w, c->cg,
+                                  runs, n, (int)c->p.stride_w);
     }
 }
 
@@ -325,7 +325,7 @@ void plan_conv_pack_side(const cb_plan *plan, const plan_node *n, int64_t ow, in
     runs[n_runs] = (slab_run){(int)(q - c0), (int)len, (oh * side[3] + ow0) * s};
     q += len;
   }
-  plan_pack_rows(dst, ld, img, side[2] * side[3], n->conv.k_side, runs, n_runs, (int)s);
+  plan->kernels->pack_rows(dst, ld, img, side[2] * side[3], n->conv.k_side, runs, n_runs, (int)s);
 }
 
 /* Where image img, group g is packed from. */
@@ -341,9 +341,10 @@ static void pack_slab(const conv_job *j, int64_t img, int g, int64_t c0, int64_t
                         GEMM_NR);
 }
 
-void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
-                      int64_t c0, int64_t c1, float *dst, int64_t ld) {
-  conv_job j = {.node = (plan_node *)n,
+void plan_conv_im2col(cb_plan *plan, const plan_node *n, const int64_t *in, const int64_t *out,
+                      const float *img, int64_t c0, int64_t c1, float *dst, int64_t ld) {
+  conv_job j = {.plan = plan,
+                .node = (plan_node *)n,
                 .c = in[1],
                 .h = in[2],
                 .w = in[3],
@@ -408,7 +409,7 @@ static void padded_task(void *ctx, int task, int thread) {
                      .bias = c->bias + m,
                      .res = accumulate || !res ? NULL : res + m * j->cols + ow0,
                      .relu = n->relu};
-      plan_gemm_tile(&t);
+      j->plan->kernels->tile(&t);
     }
 }
 
@@ -446,7 +447,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
                        .bias = bias + m,
                        .res = accumulate || !res ? NULL : res + m * j->cols + c0,
                        .relu = n->relu};
-        plan_gemm_tile(&t);
+        j->plan->kernels->tile(&t);
       }
     }
   }

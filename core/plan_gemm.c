@@ -1,20 +1,10 @@
 /* The 12x32 AVX-512 micro-kernel: 24 accumulators, two column vectors and one broadcast
- * weight per step. Only built for and called on processors with AVX-512F. */
+ * weight per step. Only called on processors with AVX-512F. */
 #include <assert.h>
 #include <immintrin.h>
-#include <stdlib.h>
-#include <string.h>
 
 #include "plan_gemm.h"
 #include "plan_simd.h"
-
-/* CBRICK_NO_AVX512=1 selects the portable path (OpenBLAS) on any processor. */
-bool plan_gemm_available(void) {
-  const char *off = getenv("CBRICK_NO_AVX512");
-  if (off && *off && strcmp(off, "0") != 0) return false;
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f");
-}
 
 #define TARGET __attribute__((target("avx512f,fma")))
 /* Weights stream from memory once per run (a ResNet-50 holds 100 MiB of them); the hardware
@@ -135,7 +125,7 @@ static const tile_kernel tile_kernels[3][2][2] = {
 
 /* A last block of 4 or 8 rows (64, 128, 256 channels) runs a shorter kernel instead of
  * multiplying zero rows, a slab of 16 columns or fewer a narrower one. */
-void plan_gemm_tile(const gemm_tile *t) {
+static void tile_avx512(const gemm_tile *t) {
   int rows = t->mr <= 4 ? 0 : t->mr <= 8 ? 1 : 2;
   tile_kernels[rows][t->nr <= 16][t->b_off != NULL](t);
 }
@@ -262,9 +252,9 @@ TARGET static inline __m512 even_lanes(__m512 acc, __mmask16 lanes, const __mmas
   return _mm512_mask_mov_ps(acc, lanes, _mm512_permutex2var_ps(v0, pick, v1));
 }
 
-__attribute__((target("avx512f,fma,bmi2"))) void
-plan_pack_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows,
-               const slab_run *runs, int n_runs, int stride) {
+__attribute__((target("avx512f,fma,bmi2"))) static void
+pack_rows_avx512(float *dst, int64_t dst_stride, const float *src, int64_t src_stride, int64_t rows,
+                 const slab_run *runs, int n_runs, int stride) {
   run_masks m[GEMM_NR];
   for (int r = 0; r < n_runs; r++) {
     int d0 = runs[r].dst, d1 = d0 + runs[r].len;
@@ -297,3 +287,6 @@ plan_pack_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_str
     _mm512_storeu_ps(dst + 16, hi);
   }
 }
+
+const plan_kernels plan_kernels_avx512 = {
+    .isa = "avx512", .avx512 = true, .tile = tile_avx512, .pack_rows = pack_rows_avx512};

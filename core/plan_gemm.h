@@ -4,14 +4,13 @@
 #include <stdbool.h>
 #include <stdint.h>
 
-/* The AVX-512 convolution GEMM: C[MR x NR] tiles over packed weights (MR rows, K-major) and
- * packed columns (NR wide, K-major), with the epilogue applied in registers. */
+/* The convolution GEMM: C[MR x NR] tiles over packed weights (MR rows, K-major) and packed
+ * columns (NR wide, K-major), with the epilogue applied in registers; kernels for AVX-512
+ * (plan_gemm.c) and for AVX2 with FMA (plan_gemm_avx2.c) on the same packing. */
 #define GEMM_MR 12
 #define GEMM_NR 32
 /* Depth per pass over a tile; unblocked measured fastest (the slab stays in L2). */
 #define GEMM_KC ((int64_t)1 << 40)
-
-bool plan_gemm_available(void);
 
 /* The small-map kernel: C^T[pixels <= SMALL_PR x SMALL_NO output channels] over an unpacked
  * input A[k][pixel] (row stride lda, one broadcast per pixel) and weights packed [k][SMALL_NO].
@@ -88,8 +87,6 @@ typedef struct gemm_tile {
   bool relu;
 } gemm_tile;
 
-void plan_gemm_tile(const gemm_tile *t);
-
 /* A run of valid input pixels for consecutive slab columns: dst column, source offset in the
  * channel plane, length. Outside the runs a slab row is zero (padding). */
 typedef struct slab_run {
@@ -104,9 +101,22 @@ typedef struct slab_piece {
   int64_t oh, ow0;
 } slab_piece;
 
-/* rows slab rows of GEMM_NR floats, dst + r * dst_stride, gathered from src + r * src_stride
- * by the runs (consecutive sources stride apart). */
-void plan_pack_rows(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
+/* The packed path's kernels for one instruction set. The small-map kernel and Winograd
+ * (plan_gemm_small, plan_winograd*.c) run on AVX-512 only. */
+typedef struct plan_kernels {
+  const char *isa; /* "avx512", "avx2" */
+  bool avx512;
+  void (*tile)(const gemm_tile *t);
+  /* rows slab rows of GEMM_NR floats, dst + r * dst_stride, gathered from src + r * src_stride
+   * by the runs (consecutive sources stride apart). */
+  void (*pack_rows)(float *dst, int64_t dst_stride, const float *src, int64_t src_stride,
                     int64_t rows, const slab_run *runs, int n_runs, int stride);
+} plan_kernels;
+
+extern const plan_kernels plan_kernels_avx512, plan_kernels_avx2;
+
+/* The best kernels this processor runs, capped by CBRICK_ISA (avx512, avx2 or portable), or
+ * NULL: the portable path (OpenBLAS on im2col). */
+const plan_kernels *plan_kernels_best(void);
 
 #endif

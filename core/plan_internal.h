@@ -79,6 +79,8 @@ struct cb_plan {
   int *outputs;
   int n_outputs;
   int threads;
+  const struct plan_kernels
+      *kernels; /* the packed path's (plan_gemm.h), chosen at compile; NULL: portable */
   float *arena;
   size_t arena_bytes, values_bytes;
   float *scratch; /* im2col panels, scratch_floats per thread */
@@ -132,8 +134,8 @@ size_t plan_conv_shared(const cb_plan *plan, const plan_node *n);
 size_t plan_conv_padded(const cb_plan *plan, const plan_node *n);
 /* Columns [c0, c1) (at most GEMM_NR) of the im2col matrix of one image group into rows
  * [k][ld] of dst (GEMM_NR floats written per row); in and out are the NCHW shapes. */
-void plan_conv_im2col(const plan_node *n, const int64_t *in, const int64_t *out, const float *img,
-                      int64_t c0, int64_t c1, float *dst, int64_t ld);
+void plan_conv_im2col(cb_plan *plan, const plan_node *n, const int64_t *in, const int64_t *out,
+                      const float *img, int64_t c0, int64_t c1, float *dst, int64_t ld);
 /* Columns [c0, c1) (at most GEMM_NR) of image `image` of the side input of a merged
  * convolution (plan_conv.k_side) into rows [k_side][ld] of dst, for an output ow columns wide. */
 void plan_conv_pack_side(const cb_plan *plan, const plan_node *n, int64_t ow, int64_t image,

@@ -129,7 +129,7 @@ void plan_max_pool_run(cb_plan *plan, const plan_node *n, const plan_value *in,
                 .row_floats = pool_row_floats(&n->pool, in->shape[3], out->shape[3]),
                 .planes = in->shape[0] * in->shape[1],
                 .bands = plan->threads < out->shape[2] ? plan->threads : out->shape[2]};
-  bool fast = plan_gemm_available() &&
+  bool fast = plan->kernels && plan->kernels->avx512 &&
               is_3x3_stride2(&n->pool, in->shape[2], in->shape[3], out->shape[2], out->shape[3]);
   cb_parallel_for((int)(j.bands * j.planes), fast ? max_pool_3x3s2 : max_pool_task, &j);
 }

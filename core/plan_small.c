@@ -196,7 +196,7 @@ static void im2col_task(void *ctx, int task, int thread) {
   const plan_node *n = j->node;
   int64_t c0 = (int64_t)task * GEMM_NR, c1 = c0 + GEMM_NR < j->cols ? c0 + GEMM_NR : j->cols;
   const float *img = j->x + (int64_t)j->image * j->in[1] * j->in[2] * j->in[3];
-  plan_conv_im2col(n, j->in, j->out, img, c0, c1, j->plan->shared + c0,
+  plan_conv_im2col(j->plan, n, j->in, j->out, img, c0, c1, j->plan->shared + c0,
                    im2col_ld(&j->plan->values[n->out]));
 }
 

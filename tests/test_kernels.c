@@ -173,10 +173,13 @@ static double reference_dot(bool ta, bool tb, int i, int j, int k, const float *
   return s;
 }
 
-/* Products large enough for the packed AVX-512 path (where there is one), with every
+/* Products large enough for the packed path (where the processor has one), with every
  * transpose, alpha, beta 0 / 1 / other, sizes that leave partial blocks and panels, and
- * leading dimensions wider than the rows. */
-Test(kernels, gemm_large_matches_reference) {
+ * leading dimensions wider than the rows; on the kernels that CBRICK_ISA caps to `isa`. */
+static void gemm_large_matches_reference(const char *isa) {
+  setenv("CBRICK_ISA", isa, 1);
+  if (strcmp(cb_kernels_isa(), isa) != 0)
+    cr_skip_test("the processor has no %s kernels (%s here)", isa, cb_kernels_isa());
   const int m = 75, n = 133, k = 301, ld = 320;
   float *a = malloc(sizeof(float) * ld * ld), *b = malloc(sizeof(float) * ld * ld);
   float *c = malloc(sizeof(float) * m * ld), *c0 = malloc(sizeof(float) * m * ld);
@@ -208,6 +211,15 @@ Test(kernels, gemm_large_matches_reference) {
                   "column %d past n written", j);
   }
   free(a), free(b), free(c), free(c0);
+}
+Test(kernels, gemm_large_avx512) {
+  gemm_large_matches_reference("avx512");
+}
+Test(kernels, gemm_large_avx2) {
+  gemm_large_matches_reference("avx2");
+}
+Test(kernels, gemm_large_portable) {
+  gemm_large_matches_reference("portable");
 }
 
 typedef struct pool_case {

@@ -154,20 +154,35 @@ Test(plan, winograd_f4_r34_d8) {
   winograd_everywhere("4");
 }
 
-/* The portable path (OpenBLAS on im2col), as on processors without AVX-512. */
+/* The portable path (OpenBLAS on im2col), as on processors without AVX2. */
 Test(plan, portable_path_r50) {
-  setenv("CBRICK_NO_AVX512", "1", 1);
+  setenv("CBRICK_ISA", "portable", 1);
   cb_plan_stats s = check_fixture("r50", 2);
+  cr_assert_str_eq(s.isa, "portable");
   cr_assert_eq(s.fused_bn, 53);
   cr_assert_eq(s.merged_convs, 0, "merged convs: %d", s.merged_convs);
   check_fixture("d8", 1);
-  unsetenv("CBRICK_NO_AVX512");
+  unsetenv("CBRICK_ISA");
 }
 
-static bool avx512_kernels(void) {
-  const char *off = getenv("CBRICK_NO_AVX512");
-  __builtin_cpu_init();
-  return __builtin_cpu_supports("avx512f") && !(off && *off && strcmp(off, "0") != 0);
+/* The AVX2 kernels, as on processors without AVX-512: every convolution on the column
+ * kernel (the stem read in place, downsamples merged), none on Winograd. */
+Test(plan, avx2_path_r50_d8) {
+  setenv("CBRICK_ISA", "avx2", 1);
+  if (strcmp(cb_kernels_isa(), "avx2") != 0) cr_skip_test("no AVX2 here");
+  cb_plan_stats s = check_fixture("r50", 2);
+  cr_assert_str_eq(s.isa, "avx2");
+  cr_assert_eq(s.merged_convs, 4, "merged convs: %d", s.merged_convs);
+  cr_assert_eq(s.winograd, 0);
+  check_fixture("r50", 3);
+  check_fixture("d8", 1);
+  check_fixture("multi_grid", 2);
+  check_fixture("resnext", 2);
+  unsetenv("CBRICK_ISA");
+}
+
+static bool packed_kernels(void) {
+  return strcmp(cb_kernels_isa(), "portable") != 0;
 }
 
 /* ResNet-50: 53 conv + BN pairs fold, every block's sum and ReLU go into a conv, each stage's
@@ -175,7 +190,7 @@ static bool avx512_kernels(void) {
  * than all activations together. */
 Test(plan, r50_fusion_and_arena) {
   cb_plan_stats s = check_fixture("r50", 2);
-  cr_assert_eq(s.merged_convs, avx512_kernels() ? 4 : 0, "merged convs: %d", s.merged_convs);
+  cr_assert_eq(s.merged_convs, packed_kernels() ? 4 : 0, "merged convs: %d", s.merged_convs);
   cr_assert_eq(s.convs, 53, "convs: %d", s.convs);
   cr_assert_eq(s.fused_bn, 53, "BatchNorms folded: %d", s.fused_bn);
   cr_assert_eq(s.fused_add, 16, "residual sums fused: %d", s.fused_add);

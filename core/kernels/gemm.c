@@ -1,5 +1,5 @@
-/* cb_gemm: on processors with AVX-512 the plan's packed micro-kernel on the thread pool
- * (both operands packed once, tiles handed out to the threads), else and for small
+/* cb_gemm: on processors with AVX-512 or AVX2 the plan's packed micro-kernels on the thread
+ * pool (both operands packed once, tiles handed out to the threads), else and for small
  * products OpenBLAS. */
 #include <cblas.h>
 #include <stdlib.h>
@@ -22,6 +22,7 @@ typedef struct gemm_job {
   float *c;
   int ldc;
   bool load_c;
+  const plan_kernels *kernels;
   float *pa, *pb; /* [m blocks][k][GEMM_MR], [n panels][k][GEMM_NR] */
   int blocks, panels, mc, nc, m_tasks, n_tasks;
 } gemm_job;
@@ -84,7 +85,7 @@ static void tile_task(void *ctx, int task, int thread) {
                        .mr = m1 - i < GEMM_MR ? m1 - i : GEMM_MR,
                        .nr = n1 - c < GEMM_NR ? n1 - c : GEMM_NR,
                        .load_c = j->load_c || k0 > 0};
-        plan_gemm_tile(&t);
+        j->kernels->tile(&t);
       }
 }
 
@@ -116,8 +117,8 @@ static void scale_rows(float *c, int m, int n, int ldc, float beta) {
 
 /* False when the packed path does not apply or its buffers cannot be had. */
 static bool packed_gemm(gemm_job *j, float beta) {
-  if (!plan_gemm_available() || j->k <= 0 || j->m < 4 || j->n < 16 ||
-      2.0 * j->m * j->n * j->k < MIN_FLOPS)
+  j->kernels = plan_kernels_best();
+  if (!j->kernels || j->k <= 0 || j->m < 4 || j->n < 16 || 2.0 * j->m * j->n * j->k < MIN_FLOPS)
     return false;
   j->blocks = (int)ceil_div(j->m, GEMM_MR);
   j->panels = (int)ceil_div(j->n, GEMM_NR);

@@ -64,8 +64,13 @@ typedef struct cb_plan_stats {
   size_t weight_bytes; /* packed weights */
   double flops;        /* direct-convolution multiply-adds x 2 per run (also for Winograd) */
   int merged_convs;    /* 1x1 convs run inside another's GEMM (a downsample with its conv3) */
+  const char *isa;     /* the convolutions' kernels: "avx512", "avx2" or "portable" (OpenBLAS) */
 } cb_plan_stats;
 CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *out);
+
+/* The kernels that a plan compiled now runs its convolutions on: "avx512", "avx2" or
+ * "portable"; the best the processor has, capped by the environment variable CBRICK_ISA. */
+CB_API const char *cb_kernels_isa(void);
 
 /* Per-node timing, accumulated over the runs since the last reset when enabled. */
 CB_API void cb_plan_profile_enable(cb_plan *plan, bool on);
