@@ -158,5 +158,11 @@ size_t plan_winograd_scratch(const plan_node *n);
 size_t plan_winograd_shared(const plan_node *n);
 void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                        float *y);
+/* The same on the AVX2 kernels, stride 1 and undilated only (plan_winograd8.c). */
+bool plan_winograd8_fits(const plan_node *n, int tile);
+int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
+size_t plan_winograd8_scratch(const plan_node *n);
+void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
+                        float *y);
 
 #endif
