@@ -23,9 +23,13 @@ static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
 }
 
-static const wg_variant *variant_of(const plan_conv *c) {
+const wg_variant *plan_winograd_variant(const plan_conv *c) {
   if (c->p.stride_h == 2) return &wg2s2_variant;
   return c->winograd == 4 ? &wg4_variant : c->winograd == 3 ? &wg3_variant : &wg2_variant;
+}
+
+static const wg_variant *variant_of(const plan_conv *c) {
+  return plan_winograd_variant(c);
 }
 
 static int positions(const plan_conv *c) {

@@ -220,6 +220,9 @@ typedef struct wg_variant {
 
 extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;
 
+/* The variant that a Winograd convolution runs (its tile and stride). */
+const wg_variant *plan_winograd_variant(const plan_conv *c);
+
 /* Writes the 2x2 output tiles of `count` tile rows with the epilogue (plan_winograd2.c):
  * out[a * 2 + b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
 void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,

@@ -24,19 +24,20 @@ static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
 }
 
-static const wg_variant *variant_of(int tile) {
-  return tile == 4 ? &wg4_variant : tile == 3 ? &wg3_variant : &wg2_variant;
-}
+typedef struct wg8_variant wg8_variant;
+static const wg8_variant *variant_of(const plan_conv *c);
+static int positions(const plan_conv *c);
 
 bool plan_winograd8_fits(const plan_node *n, int tile) {
   const cb_conv2d_params *p = &n->conv.p;
+  /* at stride 2 the gathered transforms of the larger input cost what the products save */
   return plan_winograd_fits(n, tile) && p->stride_h == 1 && p->dil_h == 1 && p->dil_w == 1;
 }
 
 /* U packed as the column kernel reads it: [position][o / GEMM_MR][c][GEMM_MR], zero rows past
  * o. */
 static int pack(cb_plan *plan, plan_conv *c, cb_error *err) {
-  const wg_variant *v = variant_of(c->winograd);
+  const wg_variant *v = plan_winograd_variant(c);
   int pos = v->positions;
   int64_t blocks = (c->o + GEMM_MR - 1) / GEMM_MR;
   float *packed = plan_weights(plan, sizeof(float) * (size_t)(pos * blocks * GEMM_MR * c->cg));
@@ -66,7 +67,7 @@ int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   c->winograd = tile;
   c->shared_panel = false;
   const int64_t *out = plan->values[n->out].shape;
-  int64_t tiles = tiles_of(out, tile), pos = variant_of(tile)->positions, threads = plan->threads;
+  int64_t tiles = tiles_of(out, tile), pos = positions(c), threads = plan->threads;
   int64_t most = WG8_V_FLOATS / (pos * c->cg);
   most = most < WG8_SLAB ? WG8_SLAB : most;
   int64_t chunks = (tiles + most - 1) / most, parts = 1;
@@ -89,14 +90,14 @@ static int64_t slabs_of(int64_t tiles) {
 
 /* Output channels per group of products: whole blocks of GEMM_MR, M at most WG8_M_FLOATS. */
 static int64_t group_of(const plan_conv *c) {
-  int64_t pos = variant_of(c->winograd)->positions, cols = slabs_of(c->nc) * WG8_SLAB;
+  int64_t pos = positions(c), cols = slabs_of(c->nc) * WG8_SLAB;
   int64_t group = WG8_M_FLOATS / (pos * cols) / GEMM_MR * GEMM_MR;
   return group < GEMM_MR ? GEMM_MR : group;
 }
 
 /* V, then M for one group of channels. */
 size_t plan_winograd8_scratch(const plan_node *n) {
-  int64_t pos = variant_of(n->conv.winograd)->positions, cols = slabs_of(n->conv.nc) * WG8_SLAB;
+  int64_t pos = positions(&n->conv), cols = slabs_of(n->conv.nc) * WG8_SLAB;
   int64_t group = group_of(&n->conv) < n->conv.mc ? group_of(&n->conv) : n->conv.mc;
   return (size_t)(pos * cols * (n->conv.cg + group));
 }
@@ -170,7 +171,8 @@ typedef struct lanes8 {
   int runs, run[9]; /* lanes [run[k], run[k + 1]) lie in one tile row */
 } lanes8;
 
-TARGET static void lanes_setup(const wg8_job *j, int tile, int64_t t0, int n, lanes8 *l) {
+/* Tiles [t0, t0 + n) (n <= 8) of size tile, patches of side inputs. */
+TARGET static void lanes_setup(const wg8_job *j, int tile, int side, int64_t t0, int n, lanes8 *l) {
   const cb_conv2d_params *p = &j->node->conv.p;
   int32_t off[8] = {0}, row[WG8_MAX_SIDE][8] = {{0}}, col[WG8_MAX_SIDE][8] = {{0}};
   l->n = n;
@@ -180,7 +182,7 @@ TARGET static void lanes_setup(const wg8_job *j, int tile, int64_t t0, int n, la
     l->ox[i] = t % j->tiles_w * tile;
     int64_t y0 = l->oy[i] - p->pad_h, x0 = l->ox[i] - p->pad_w;
     off[i] = (int32_t)(y0 * j->w + x0);
-    for (int a = 0; a < tile + 2; a++) {
+    for (int a = 0; a < side; a++) {
       row[a][i] = y0 + a >= 0 && y0 + a < j->h ? -1 : 0;
       col[a][i] = x0 + a >= 0 && x0 + a < j->w ? -1 : 0;
     }
@@ -190,7 +192,7 @@ TARGET static void lanes_setup(const wg8_job *j, int tile, int64_t t0, int n, la
     if (i == 0 || l->oy[i] != l->oy[i - 1]) l->run[l->runs++] = i;
   l->run[l->runs] = n;
   l->off = _mm256_loadu_si256((const __m256i *)off);
-  for (int a = 0; a < tile + 2; a++) {
+  for (int a = 0; a < side; a++) {
     l->row[a] = _mm256_loadu_si256((const __m256i *)row[a]);
     l->col[a] = _mm256_loadu_si256((const __m256i *)col[a]);
   }
@@ -269,8 +271,7 @@ TARGET static inline void epilogue_run(const float *v, int64_t len, __m256 bias,
  * the epilogue, into the image's output y. */
 TARGET __attribute__((always_inline)) static inline void
 output_lanes(const wg8_job *j, const lanes8 *l, const float *m, int64_t ldp, int64_t ch, int tile,
-             void (*at)(const __m256 *, __m256 *), float *y, const float *res) {
-  int side = tile + 2;
+             int side, void (*at)(const __m256 *, __m256 *), float *y, const float *res) {
   __m256 q[4][WG8_MAX_SIDE];
   for (int b = 0; b < side; b++) {
     __m256 s[WG8_MAX_SIDE], o[4];
@@ -303,36 +304,49 @@ typedef void (*input_fn)(const wg8_job *, const lanes8 *, const float *, float *
 typedef void (*output_fn)(const wg8_job *, const lanes8 *, const float *, int64_t, int64_t, float *,
                           const float *);
 
-#define WG8_VARIANT(TILE, BT, AT)                                                                  \
-  TARGET static void input##TILE(const wg8_job *j, const lanes8 *l, const float *x, float *v,      \
-                                 int64_t ldp) {                                                    \
-    input_lanes(j, l, x, TILE + 2, BT, v, ldp);                                                    \
+/* One variant on 8 tiles per vector: output tile, input patch side, transforms. */
+struct wg8_variant {
+  int tile, side;
+  input_fn input;
+  output_fn output;
+};
+
+#define WG8_VARIANT(NAME, TILE, SIDE, BT, AT)                                                      \
+  TARGET static void input_##NAME(const wg8_job *j, const lanes8 *l, const float *x, float *v,     \
+                                  int64_t ldp) {                                                   \
+    input_lanes(j, l, x, SIDE, BT, v, ldp);                                                        \
   }                                                                                                \
-  TARGET static void output##TILE(const wg8_job *j, const lanes8 *l, const float *m, int64_t ldp,  \
-                                  int64_t ch, float *y, const float *res) {                        \
-    output_lanes(j, l, m, ldp, ch, TILE, AT, y, res);                                              \
-  }
+  TARGET static void output_##NAME(const wg8_job *j, const lanes8 *l, const float *m, int64_t ldp, \
+                                   int64_t ch, float *y, const float *res) {                       \
+    output_lanes(j, l, m, ldp, ch, TILE, SIDE, AT, y, res);                                        \
+  }                                                                                                \
+  static const wg8_variant NAME = {TILE, SIDE, input_##NAME, output_##NAME};
 
-WG8_VARIANT(2, bt4, at4)
-WG8_VARIANT(3, bt5, at5)
-WG8_VARIANT(4, bt6, at6)
+WG8_VARIANT(f2, 2, 4, bt4, at4)
+WG8_VARIANT(f3, 3, 5, bt5, at5)
+WG8_VARIANT(f4, 4, 6, bt6, at6)
 
-static const input_fn inputs[5] = {NULL, NULL, input2, input3, input4};
-static const output_fn outputs[5] = {NULL, NULL, output2, output3, output4};
+static const wg8_variant *variant_of(const plan_conv *c) {
+  return c->winograd == 4 ? &f4 : c->winograd == 3 ? &f3 : &f2;
+}
+
+static int positions(const plan_conv *c) {
+  return variant_of(c)->side * variant_of(c)->side;
+}
 
 /* ---- a task ---- */
 
 /* V[p][slab][ch][32] of tiles [t0, t0 + nt) of image x. */
 static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64_t nt, float *v) {
   const plan_conv *c = &j->node->conv;
-  int tile = c->winograd;
+  const wg8_variant *var = variant_of(c);
   int64_t slabs = slabs_of(nt), ldp = slabs * c->cg * WG8_SLAB;
   for (int64_t q = 0; q < nt; q += 8) {
     lanes8 l;
-    lanes_setup(j, tile, t0 + q, (int)(nt - q < 8 ? nt - q : 8), &l);
+    lanes_setup(j, var->tile, var->side, t0 + q, (int)(nt - q < 8 ? nt - q : 8), &l);
     float *at = v + q / WG8_SLAB * c->cg * WG8_SLAB + q % WG8_SLAB;
     for (int64_t ch = 0; ch < c->cg; ch++)
-      inputs[tile](j, &l, x + ch * j->h * j->w, at + ch * WG8_SLAB, ldp);
+      var->input(j, &l, x + ch * j->h * j->w, at + ch * WG8_SLAB, ldp);
   }
 }
 
@@ -340,7 +354,7 @@ static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64
 static void products(const wg8_job *j, const float *v, int64_t nt, int64_t m0, int64_t m1,
                      float *m) {
   const plan_conv *c = &j->node->conv;
-  int pos = (c->winograd + 2) * (c->winograd + 2);
+  int pos = positions(c);
   int64_t slabs = slabs_of(nt), ldm = slabs * WG8_SLAB, blocks = (c->o + GEMM_MR - 1) / GEMM_MR;
   for (int p = 0; p < pos; p++)
     for (int64_t r = m0; r < m1; r += GEMM_MR)
@@ -359,13 +373,13 @@ static void products(const wg8_job *j, const float *v, int64_t nt, int64_t m0, i
 
 static void transform_outputs(const wg8_job *j, const float *m, int64_t t0, int64_t nt, int64_t m0,
                               int64_t m1, float *y, const float *res) {
-  int tile = j->node->conv.winograd;
+  const wg8_variant *var = variant_of(&j->node->conv);
   int64_t ldm = slabs_of(nt) * WG8_SLAB, ldp = (m1 - m0) * ldm;
   for (int64_t q = 0; q < nt; q += 8) {
     lanes8 l;
-    lanes_setup(j, tile, t0 + q, (int)(nt - q < 8 ? nt - q : 8), &l);
+    lanes_setup(j, var->tile, var->side, t0 + q, (int)(nt - q < 8 ? nt - q : 8), &l);
     for (int64_t ch = m0; ch < m1; ch++)
-      outputs[tile](j, &l, m + (ch - m0) * ldm + q, ldp, ch, y, res);
+      var->output(j, &l, m + (ch - m0) * ldm + q, ldp, ch, y, res);
   }
 }
 
@@ -378,7 +392,7 @@ static void wg8_task(void *ctx, int task, int thread) {
   int64_t t0 = chunk * c->nc, nt = j->tiles - t0 < c->nc ? j->tiles - t0 : c->nc;
   int64_t m0 = part * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   if (nt <= 0 || m0 >= m1) return;
-  int pos = (c->winograd + 2) * (c->winograd + 2);
+  int pos = positions(c);
   float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
   float *m = v + pos * slabs_of(c->nc) * WG8_SLAB * c->cg;
   int64_t off = img * c->o * j->oh * j->ow;
