@@ -3,6 +3,7 @@
 
     tools/bench/compare.py CONFIG [--shape 1x3x224x224] [--threads 1 2] [--iters 20]
                            [--warmup 3] [--warmup-s 1.0] [--rounds 3] [--build build]
+                           [--isa avx2]
 
 Builds the model with tools/fixtures/resnet.py's PyTorch reference, draws conditioned random
 weights (every residual branch and BatchNorm moves the outputs; mmseg's default init zeroes
@@ -14,7 +15,9 @@ and frozen TorchScript (torch.jit.freeze + optimize_for_inference), each in its 
 that peak RSS is measured per runner, each warmed up for at least --warmup-s seconds first (a
 VM that has squeezed its vCPUs onto one core while a runner started should spread them again
 before the timing). Prints a table of medians and ratios, and the FMA peak (cbrick bench
---peak) as a reference for GFLOP/s.
+--peak) as a reference for GFLOP/s. --isa avx2 caps both at AVX2, as on processors without
+AVX-512 (CBRICK_ISA for cbrick, ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its
+oneDNN).
 """
 import argparse
 import datetime
@@ -148,12 +151,16 @@ def main():
     p.add_argument("--rounds", type=int, default=3)
     p.add_argument("--build", default=os.path.join(ROOT, "build"))
     p.add_argument("--no-frozen", action="store_true", help="skip frozen TorchScript")
+    p.add_argument("--isa", choices=["avx2"], help="cap cbrick and PyTorch at this instruction set")
     p.add_argument("--worker", choices=["eager", "frozen"], help=argparse.SUPPRESS)
     p.add_argument("--weights", help=argparse.SUPPRESS)
     p.add_argument("--cfg-json", help=argparse.SUPPRESS)
     args = p.parse_args()
     if args.worker:
         return torch_worker(args)
+    if args.isa:  # before PyTorch loads; the runners inherit it
+        os.environ.update(CBRICK_ISA=args.isa, ATEN_CPU_CAPABILITY=args.isa,
+                          DNNL_MAX_CPU_ISA=args.isa.upper())
 
     import torch
     cbrick = os.path.join(args.build, "bin", "cbrick")
@@ -231,7 +238,8 @@ def cpu_model():
 def print_table(args, rows, peak, torch_version):
     print(f"# {datetime.datetime.now().isoformat(timespec='seconds')}  CPU: {cpu_model()}  "
           f"PyTorch {torch_version}  {args.rounds} alternating rounds x {args.iters} iterations")
-    print(f"# {args.config} {args.shape}")
+    print(f"# {args.config} {args.shape}"
+          + (f", instruction sets capped at {args.isa.upper()}" if args.isa else ""))
     head = (f"{'thr':>3} {'cbrick ms':>10} {'eager ms':>9} {'frozen ms':>9} {'cb/eager':>8} "
             f"{'cb/frozen':>9} {'GFLOP/s':>8} {'%peak':>6} {'cb RSS MiB':>10} {'eager RSS':>9} "
             f"{'RSS ratio':>9}")
