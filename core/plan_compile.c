@@ -400,7 +400,7 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
     if (n->kind == PN_CONV && !n->dead) {
       s->flops += n->flops;
       int64_t og = n->conv.o / n->conv.p.groups;
-      bool by32 = n->conv.small || (n->conv.winograd && plan->kernels->avx512);
+      bool by32 = n->conv.small || (n->conv.winograd && plan->kernels && plan->kernels->avx512);
       int64_t rows = by32             ? (n->conv.o + 31) / 32 * 32
                      : n->conv.packed ? n->conv.p.groups * ((og + 11) / 12 * 12)
                                       : n->conv.o;

@@ -165,9 +165,9 @@ TARGET static inline void at6(const __m256 *m, __m256 *o) {
  * the lane's tile exists), which patch rows and columns lie inside the map, and the first
  * output of each tile. */
 typedef struct lanes8 {
-  int n; /* valid lanes */
   __m256i off, row[WG8_MAX_SIDE], col[WG8_MAX_SIDE];
   int64_t oy[8], ox[8];
+  int n;            /* valid lanes */
   int runs, run[9]; /* lanes [run[k], run[k + 1]) lie in one tile row */
 } lanes8;
 
