@@ -81,13 +81,14 @@ static bool claim(pool *p, int thread, int threads, uint32_t gen, int *task) {
   return false;
 }
 
+/* The tasks done are counted off `pending` once, when no task is left to take: one write to
+ * the shared counter per thread and loop instead of one per task. */
 static void run_tasks(pool *p, int thread, uint32_t gen) {
   task_thread = thread;
-  int t, threads = p->active;
-  while (claim(p, thread, threads, gen, &t)) {
+  int t, threads = p->active, done = 0;
+  for (; claim(p, thread, threads, gen, &t); done++)
     p->fn(p->ctx, t, thread);
-    atomic_fetch_sub(&p->pending, 1);
-  }
+  if (done) atomic_fetch_sub(&p->pending, done);
   task_thread = -1;
 }
 
