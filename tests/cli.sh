@@ -219,6 +219,20 @@ expect "weights from a checkpoint with foreign keys" 1 "missing" "$CBRICK" run \
   configs/resnet/resnet18_v1b.json --shape 1x3x32x32 --weights tests/fixtures/pth/mmseg.pth \
   --prefix backbone
 
+# --- bench ---
+expect "bench json" 0 '"median_ms": ' "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 \
+  --iters 2 --warmup 1 --json
+for key in min_ms max_ms gflops peak_rss_bytes '"isa": "'; do has "bench json has $key" "$key"; done
+expect "bench portable kernels" 0 '"isa": "portable"' env CBRICK_ISA=portable "$CBRICK" --quiet \
+  bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 --json
+expect "bench profile" 0 "layer4.1.conv2" "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 2 --warmup 0 --profile
+has "bench profile total" "total"
+has "bench names its kernels" " kernels"
+expect "bench reference" 0 "reference forward" "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x32x32 --iters 1 --warmup 0 --reference
+expect "bench bad iters" 2 "--iters" "$CBRICK" bench "$TMP/r18.json" --shape 1x3x64x64 --iters x
+
 # --- shipped configs: each resolves and builds ---
 shipped=0
 while IFS= read -r cfg; do
