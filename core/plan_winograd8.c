@@ -286,7 +286,7 @@ output_lanes(const wg8_job *j, const lanes8 *l, const float *m, int64_t ldp, int
   int64_t plane = ch * j->oh * j->ow;
   for (int r = 0; r < tile; r++) {
     __m256 o[4];
-    float row[4 * 8];
+    float row[4 * 8 + 8]; /* + 8: the vector loads of a run that ends near the last tile */
     at(q[r], o);
     interleave(o, tile, row);
     for (int k = 0; k < l->runs; k++) {
