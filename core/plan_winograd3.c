@@ -11,6 +11,7 @@
 #include "plan_gemm.h"
 #include "plan_simd.h"
 #include "plan_winograd.h"
+#include "plan_winograd_math.h"
 
 #define WG_SIDE 5
 #define WG_POS 25
@@ -43,23 +44,7 @@ static void weight_transform(const float *g, float *u) {
   }
 }
 
-/* B^T d for five vectors. */
-TARGET static inline void bt5(const __m512 *d, __m512 *r) {
-  __m512 two = _mm512_set1_ps(2.0f);
-  r[0] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[0], d[2]), _mm512_sub_ps(d[3], d[1]));
-  r[1] = _mm512_fmadd_ps(two, d[1], _mm512_sub_ps(d[2], d[3]));
-  r[2] = _mm512_fnmadd_ps(two, d[1], _mm512_fmsub_ps(_mm512_set1_ps(3.0f), d[2], d[3]));
-  r[3] = _mm512_sub_ps(d[3], d[1]);
-  r[4] = _mm512_fmadd_ps(two, _mm512_sub_ps(d[1], d[3]), _mm512_sub_ps(d[4], d[2]));
-}
-
-/* A^T m for five vectors: three outputs. */
-TARGET static inline void at5(const __m512 *m, __m512 *o) {
-  __m512 s12 = _mm512_add_ps(m[1], m[2]);
-  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), m[3]);
-  o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), m[3], _mm512_sub_ps(m[1], m[2]));
-  o[2] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(4.0f), m[3], s12), m[4]);
-}
+WG_TRANSFORMS(TARGET, __m512, _mm512)
 
 /* Lane i of column b of the patches: element 3i + b of the 64 floats in l[0..3]. */
 TARGET static inline __m512 every_third(const __m512 *l, int b) {

@@ -6,6 +6,7 @@
 #include "plan_gemm.h"
 #include "plan_simd.h"
 #include "plan_winograd.h"
+#include "plan_winograd_math.h"
 
 #define WG_POS 36
 #define TARGET __attribute__((target("avx512f,fma")))
@@ -40,28 +41,7 @@ static void weight_transform(const float *g, float *u) {
   }
 }
 
-/* B^T d for one column of six vectors. */
-TARGET static inline void bt6(const __m512 *d, __m512 *r) {
-  __m512 four = _mm512_set1_ps(4.0f), five = _mm512_set1_ps(5.0f), two = _mm512_set1_ps(2.0f);
-  __m512 t0 = _mm512_fnmadd_ps(four, d[2], d[4]), t1 = _mm512_fnmadd_ps(four, d[1], d[3]);
-  __m512 t2 = _mm512_sub_ps(d[4], d[2]), t3 = _mm512_mul_ps(two, _mm512_sub_ps(d[3], d[1]));
-  r[0] = _mm512_fmadd_ps(four, d[0], _mm512_fnmadd_ps(five, d[2], d[4]));
-  r[1] = _mm512_add_ps(t0, t1);
-  r[2] = _mm512_sub_ps(t0, t1);
-  r[3] = _mm512_add_ps(t2, t3);
-  r[4] = _mm512_sub_ps(t2, t3);
-  r[5] = _mm512_fmadd_ps(four, d[1], _mm512_fnmadd_ps(five, d[3], d[5]));
-}
-
-/* A^T m for six vectors: four outputs. */
-TARGET static inline void at6(const __m512 *m, __m512 *o) {
-  __m512 s12 = _mm512_add_ps(m[1], m[2]), d12 = _mm512_sub_ps(m[1], m[2]);
-  __m512 s34 = _mm512_add_ps(m[3], m[4]), d34 = _mm512_sub_ps(m[3], m[4]);
-  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], s12), s34);
-  o[1] = _mm512_fmadd_ps(_mm512_set1_ps(2.0f), d34, d12);
-  o[2] = _mm512_fmadd_ps(_mm512_set1_ps(4.0f), s34, s12);
-  o[3] = _mm512_add_ps(_mm512_fmadd_ps(_mm512_set1_ps(8.0f), d34, d12), m[5]);
-}
+WG_TRANSFORMS(TARGET, __m512, _mm512)
 
 /* V for tiles [t0, t1) (at most 16): each input of the 6x6 patches gathered, dil apart,
  * outside the map zero. */

@@ -12,6 +12,7 @@
 
 #include "plan_gemm.h"
 #include "plan_winograd.h"
+#include "plan_winograd_math.h"
 #include "threads.h"
 
 #define TARGET __attribute__((target("avx2,fma")))
@@ -124,42 +125,7 @@ TARGET static inline void at4(const __m256 *m, __m256 *o) {
   o[1] = _mm256_sub_ps(_mm256_sub_ps(m[1], m[2]), m[3]);
 }
 
-TARGET static inline void bt5(const __m256 *d, __m256 *r) {
-  __m256 two = _mm256_set1_ps(2.0f);
-  r[0] = _mm256_fmadd_ps(two, _mm256_sub_ps(d[0], d[2]), _mm256_sub_ps(d[3], d[1]));
-  r[1] = _mm256_fmadd_ps(two, d[1], _mm256_sub_ps(d[2], d[3]));
-  r[2] = _mm256_fnmadd_ps(two, d[1], _mm256_fmsub_ps(_mm256_set1_ps(3.0f), d[2], d[3]));
-  r[3] = _mm256_sub_ps(d[3], d[1]);
-  r[4] = _mm256_fmadd_ps(two, _mm256_sub_ps(d[1], d[3]), _mm256_sub_ps(d[4], d[2]));
-}
-
-TARGET static inline void at5(const __m256 *m, __m256 *o) {
-  __m256 s12 = _mm256_add_ps(m[1], m[2]);
-  o[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), m[3]);
-  o[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), m[3], _mm256_sub_ps(m[1], m[2]));
-  o[2] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(4.0f), m[3], s12), m[4]);
-}
-
-TARGET static inline void bt6(const __m256 *d, __m256 *r) {
-  __m256 four = _mm256_set1_ps(4.0f), five = _mm256_set1_ps(5.0f), two = _mm256_set1_ps(2.0f);
-  __m256 t0 = _mm256_fnmadd_ps(four, d[2], d[4]), t1 = _mm256_fnmadd_ps(four, d[1], d[3]);
-  __m256 t2 = _mm256_sub_ps(d[4], d[2]), t3 = _mm256_mul_ps(two, _mm256_sub_ps(d[3], d[1]));
-  r[0] = _mm256_fmadd_ps(four, d[0], _mm256_fnmadd_ps(five, d[2], d[4]));
-  r[1] = _mm256_add_ps(t0, t1);
-  r[2] = _mm256_sub_ps(t0, t1);
-  r[3] = _mm256_add_ps(t2, t3);
-  r[4] = _mm256_sub_ps(t2, t3);
-  r[5] = _mm256_fmadd_ps(four, d[1], _mm256_fnmadd_ps(five, d[3], d[5]));
-}
-
-TARGET static inline void at6(const __m256 *m, __m256 *o) {
-  __m256 s12 = _mm256_add_ps(m[1], m[2]), d12 = _mm256_sub_ps(m[1], m[2]);
-  __m256 s34 = _mm256_add_ps(m[3], m[4]), d34 = _mm256_sub_ps(m[3], m[4]);
-  o[0] = _mm256_add_ps(_mm256_add_ps(m[0], s12), s34);
-  o[1] = _mm256_fmadd_ps(_mm256_set1_ps(2.0f), d34, d12);
-  o[2] = _mm256_fmadd_ps(_mm256_set1_ps(4.0f), s34, s12);
-  o[3] = _mm256_add_ps(_mm256_fmadd_ps(_mm256_set1_ps(8.0f), d34, d12), m[5]);
-}
+WG_TRANSFORMS(TARGET, __m256, _mm256)
 
 /* Where 8 tiles lie: the first input of each patch (offset in the channel plane, valid where
  * the lane's tile exists), which patch rows and columns lie inside the map, and the first
