@@ -128,7 +128,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   nc = clamp64(nc, MIN_COLS, clamp64(TILE_FLOATS / og, MIN_COLS, 4096)) / align * align;
   if (threads > 1)
     nc = clamp64(round_up((cols + 2 * threads - 1) / (2 * threads), align), MIN_COLS, nc);
-  /* a map of a slab or two per thread (7x7) splits unevenly by columns: by channels instead */
+  /* a map of at most a slab per thread (7x7 on two) splits unevenly by columns: by channels */
   if (nc > cols || (threads > 1 && (cols + align - 1) / align <= threads))
     nc = fast ? round_up(cols, align) : cols;
   int64_t n_tiles = (cols + nc - 1) / nc, m_tiles = fast ? (og + 503) / 504 : 1;
