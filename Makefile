@@ -39,7 +39,8 @@ LIB_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(LIB_SRC))
 CLI_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(CLI_SRC))
 TEST_OBJ := $(patsubst %.c,$(BUILD)/obj/%.o,$(TEST_SRC))
 
-.PHONY: all test test-sdk test-asan deps install lint format clean fixtures check-torch demo
+.PHONY: all test test-sdk test-asan deps install lint format clean fixtures check-torch demo \
+	check-baseline
 all: $(LIB) $(CLI) $(PLUGINS)
 
 # The main job: build ResNetV1c-50-D8 from its shipped config and run it.
@@ -137,6 +138,10 @@ install: all
 # Full-width comparison with PyTorch and torchvision (needs python3-torch; not part of `test`).
 check-torch: all
 	/usr/bin/python3 tools/check_torch.py $(BUILD)
+
+# The build on a plain x86-64 processor, emulated (needs qemu-user).
+check-baseline: all
+	tools/check_baseline.sh $(BUILD)
 
 # Regenerates the golden fixtures with PyTorch (needs python3-torch).
 fixtures:
