@@ -139,7 +139,7 @@ install: all
 check-torch: all
 	/usr/bin/python3 tools/check_torch.py $(BUILD)
 
-# The build on a plain x86-64 processor, emulated (needs qemu-user).
+# The build on emulated older processors: plain x86-64 and AVX2 (needs qemu-user).
 check-baseline: all
 	tools/check_baseline.sh $(BUILD)
 
