@@ -164,7 +164,8 @@ size_t plan_conv_padded(const cb_plan *plan, const plan_node *n) {
 size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
   const int64_t *out = plan->values[n->out].shape;
   if (n->conv.small) return plan_small_shared(plan, n);
-  if (n->conv.winograd) return plan->kernels->avx512 ? plan_winograd_shared(n) : 0;
+  if (n->conv.winograd)
+    return plan->kernels->avx512 ? plan_winograd_shared(n) : plan_winograd8_shared(n);
   if (!n->conv.shared_panel) return 0;
   return (size_t)(n->conv.k * round_up(out[2] * out[3], GEMM_NR));
 }

@@ -162,6 +162,7 @@ void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const 
 bool plan_winograd8_fits(const plan_node *n, int tile);
 int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
 size_t plan_winograd8_scratch(const plan_node *n);
+size_t plan_winograd8_shared(const plan_node *n);
 void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
                         float *y);
 

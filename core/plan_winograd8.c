@@ -4,9 +4,10 @@
  *
  * A task owns a chunk of at most `nc` tiles and a part of the output channels. It transforms
  * the chunk's inputs into V[position][slab of 32 tiles][c][32] (the column kernel's packed
- * layout), then per group of channels (M at most WG8_M_FLOATS) runs the products of every
- * position into M[position][ch][tiles], reading U in the order it is stored, and transforms
- * M back into the output with the epilogue. */
+ * layout; where the parts share a map's only chunk, V is transformed once beforehand, split
+ * by input channels, and shared), then per group of channels (M at most WG8_M_FLOATS) runs the
+ * products of every position into M[position][ch][tiles], reading U in the order it is stored, and
+ * transforms M back into the output with the epilogue. */
 #include <immintrin.h>
 #include <stdlib.h>
 
@@ -82,6 +83,7 @@ int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   int64_t blocks = (c->o + GEMM_MR - 1) / GEMM_MR;
   parts = parts > blocks ? blocks : parts;
   c->mc = (int)(((blocks + parts - 1) / parts) * GEMM_MR);
+  c->shared_panel = parts > 1 && chunks == 1;
   return pack(plan, c, err);
 }
 
@@ -96,11 +98,19 @@ static int64_t group_of(const plan_conv *c) {
   return group < GEMM_MR ? GEMM_MR : group;
 }
 
-/* V, then M for one group of channels. */
+static int64_t v_floats(const plan_conv *c) {
+  return positions(c) * slabs_of(c->nc) * WG8_SLAB * c->cg;
+}
+
+/* V (unless shared), then M for one group of channels. */
 size_t plan_winograd8_scratch(const plan_node *n) {
   int64_t pos = positions(&n->conv), cols = slabs_of(n->conv.nc) * WG8_SLAB;
   int64_t group = group_of(&n->conv) < n->conv.mc ? group_of(&n->conv) : n->conv.mc;
-  return (size_t)(pos * cols * (n->conv.cg + group));
+  return (size_t)((n->conv.shared_panel ? 0 : v_floats(&n->conv)) + pos * cols * group);
+}
+
+size_t plan_winograd8_shared(const plan_node *n) {
+  return n->conv.shared_panel ? (size_t)v_floats(&n->conv) : 0;
 }
 
 typedef struct wg8_job {
@@ -109,6 +119,7 @@ typedef struct wg8_job {
   const float *x, *res;
   float *y;
   int64_t c, h, w, oh, ow, tiles_w, tiles, n_chunks, m_parts;
+  int64_t image, v_parts; /* shared V: the image being run, and the parts it is built in */
 } wg8_job;
 
 /* ---- the transforms, on 8 tiles per vector ---- */
@@ -302,8 +313,9 @@ static int positions(const plan_conv *c) {
 
 /* ---- a task ---- */
 
-/* V[p][slab][ch][32] of tiles [t0, t0 + nt) of image x. */
-static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64_t nt, float *v) {
+/* V[p][slab][ch][32] of tiles [t0, t0 + nt) of image x, input channels [ch0, ch1). */
+static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64_t nt, int64_t ch0,
+                             int64_t ch1, float *v) {
   const plan_conv *c = &j->node->conv;
   const wg8_variant *var = variant_of(c);
   int64_t slabs = slabs_of(nt), ldp = slabs * c->cg * WG8_SLAB;
@@ -311,9 +323,18 @@ static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64
     lanes8 l;
     lanes_setup(j, var->tile, var->side, t0 + q, (int)(nt - q < 8 ? nt - q : 8), &l);
     float *at = v + q / WG8_SLAB * c->cg * WG8_SLAB + q % WG8_SLAB;
-    for (int64_t ch = 0; ch < c->cg; ch++)
+    for (int64_t ch = ch0; ch < ch1; ch++)
       var->input(j, &l, x + ch * j->h * j->w, at + ch * WG8_SLAB, ldp);
   }
+}
+
+/* Input channels [cg * part / parts, cg * (part + 1) / parts) of the shared V. */
+static void shared_v_task(void *ctx, int part, int thread) {
+  (void)thread;
+  const wg8_job *j = ctx;
+  int64_t cg = j->node->conv.cg;
+  transform_inputs(j, j->x + j->image * j->c * j->h * j->w, 0, j->tiles, cg * part / j->v_parts,
+                   cg * (part + 1) / j->v_parts, j->plan->shared);
 }
 
 /* M[p][ch - m0][tiles] = U[p] V[p] for channels [m0, m1) (whole blocks of GEMM_MR from m0). */
@@ -354,15 +375,18 @@ static void wg8_task(void *ctx, int task, int thread) {
   const plan_conv *c = &j->node->conv;
   /* channel parts vary fastest: a thread's share of the tasks is a range of tiles */
   int64_t part = task % j->m_parts, rest = task / j->m_parts;
-  int64_t chunk = rest % j->n_chunks, img = rest / j->n_chunks;
+  int64_t chunk = rest % j->n_chunks, img = c->shared_panel ? j->image : rest / j->n_chunks;
   int64_t t0 = chunk * c->nc, nt = j->tiles - t0 < c->nc ? j->tiles - t0 : c->nc;
   int64_t m0 = part * c->mc, m1 = m0 + c->mc < c->o ? m0 + c->mc : c->o;
   if (nt <= 0 || m0 >= m1) return;
-  int pos = positions(c);
-  float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
-  float *m = v + pos * slabs_of(c->nc) * WG8_SLAB * c->cg;
+  float *v = j->plan->scratch + (size_t)thread * j->plan->scratch_floats, *m = v;
   int64_t off = img * c->o * j->oh * j->ow;
-  transform_inputs(j, j->x + img * j->c * j->h * j->w, t0, nt, v);
+  if (c->shared_panel) {
+    v = j->plan->shared;
+  } else {
+    m += v_floats(c);
+    transform_inputs(j, j->x + img * j->c * j->h * j->w, t0, nt, 0, c->cg, v);
+  }
   int64_t groups = (m1 - m0 + group_of(c) - 1) / group_of(c);
   int64_t group = round_up((m1 - m0 + groups - 1) / groups, GEMM_MR);
   for (int64_t b = m0; b < m1; b += group) {
@@ -391,5 +415,13 @@ void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const
   j.tiles = tiles_of(out, tile);
   j.n_chunks = (j.tiles + c->nc - 1) / c->nc;
   j.m_parts = (c->o + c->mc - 1) / c->mc;
-  cb_parallel_for((int)(j.n_chunks * j.m_parts * in[0]), wg8_task, &j);
+  if (!c->shared_panel) {
+    cb_parallel_for((int)(j.n_chunks * j.m_parts * in[0]), wg8_task, &j);
+    return;
+  }
+  j.v_parts = 4 * plan->threads < c->cg ? 4 * plan->threads : c->cg;
+  for (j.image = 0; j.image < in[0]; j.image++) {
+    cb_parallel_for((int)j.v_parts, shared_v_task, &j);
+    cb_parallel_for((int)j.m_parts, wg8_task, &j);
+  }
 }
