@@ -28,12 +28,8 @@ const wg_variant *plan_winograd_variant(const plan_conv *c) {
   return c->winograd == 4 ? &wg4_variant : c->winograd == 3 ? &wg3_variant : &wg2_variant;
 }
 
-static const wg_variant *variant_of(const plan_conv *c) {
-  return plan_winograd_variant(c);
-}
-
 static int positions(const plan_conv *c) {
-  return variant_of(c)->positions;
+  return plan_winograd_variant(c)->positions;
 }
 
 int plan_winograd_positions(const plan_node *n) {
@@ -92,7 +88,7 @@ static int pack(cb_plan *plan, plan_conv *c, cb_error *err) {
   float u[WG_MAX_POS];
   for (int64_t o = 0; o < c->o; o++)
     for (int64_t ch = 0; ch < c->cg; ch++) {
-      variant_of(c)->weight_transform(c->weight + (o * c->cg + ch) * 9, u);
+      plan_winograd_variant(c)->weight_transform(c->weight + (o * c->cg + ch) * 9, u);
       for (int p = 0; p < pos; p++)
         packed[(((o / SMALL_NO) * pos + p) * c->cg + ch) * SMALL_NO + o % SMALL_NO] = u[p];
     }
@@ -170,7 +166,7 @@ static int whole_rows(const wg_job *j, const wg_variant *w, int64_t t, int64_t t
 static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t t1,
                             const wg_layout *l, float *v) {
   const plan_conv *c = &j->node->conv;
-  const wg_variant *w = variant_of(c);
+  const wg_variant *w = plan_winograd_variant(c);
   for (int64_t t = t0; t < t1 && j->dil > 1; t += 16)
     w->input_gather(j, x, t, t + 16 < t1 ? t + 16 : t1, v + (t - t0), l);
   for (int64_t t = t0; t < t1 && j->dil == 1;) {
@@ -192,7 +188,7 @@ static void input_transform(const wg_job *j, const float *x, int64_t t0, int64_t
  * time; tile t's channels at m + (t - t0) * SMALL_NO. y and res point at the image. */
 static void output_transform(const wg_job *j, const float *m, const wg_layout *l, int64_t m0,
                              int rows, int64_t t0, int64_t t1, float *y, const float *res) {
-  const wg_variant *w = variant_of(&j->node->conv);
+  const wg_variant *w = plan_winograd_variant(&j->node->conv);
   for (int v = 0; v * 16 < rows; v++) {
     int n_rows = rows - v * 16 < 16 ? rows - v * 16 : 16;
     if (j->dil > 1) {

@@ -26,9 +26,10 @@ static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
 }
 
-typedef struct wg8_variant wg8_variant;
-static const wg8_variant *variant_of(const plan_conv *c);
-static int positions(const plan_conv *c);
+/* The transformed positions per tile: the variant's of the AVX-512 path. */
+static int positions(const plan_conv *c) {
+  return plan_winograd_variant(c)->positions;
+}
 
 bool plan_winograd8_fits(const plan_node *n, int tile) {
   const cb_conv2d_params *p = &n->conv.p;
@@ -63,11 +64,10 @@ static int64_t tiles_of(const int64_t *out, int tile) {
 
 /* Chunks of near-equal numbers of tiles (V at most about WG8_V_FLOATS), as many as make the
  * threads' shares equal, and where the chunks are fewer than the threads, parts of the output
- * channels (each transforms its chunk's inputs itself). */
+ * channels (which share V where there is one chunk, else transform their chunk's inputs each). */
 int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   c->winograd = tile;
-  c->shared_panel = false;
   const int64_t *out = plan->values[n->out].shape;
   int64_t tiles = tiles_of(out, tile), pos = positions(c), threads = plan->threads;
   int64_t most = WG8_V_FLOATS / (pos * c->cg);
@@ -282,11 +282,11 @@ typedef void (*output_fn)(const wg8_job *, const lanes8 *, const float *, int64_
                           const float *);
 
 /* One variant on 8 tiles per vector: output tile, input patch side, transforms. */
-struct wg8_variant {
+typedef struct wg8_variant {
   int tile, side;
   input_fn input;
   output_fn output;
-};
+} wg8_variant;
 
 #define WG8_VARIANT(NAME, TILE, SIDE, BT, AT)                                                      \
   TARGET static void input_##NAME(const wg8_job *j, const lanes8 *l, const float *x, float *v,     \
@@ -305,10 +305,6 @@ WG8_VARIANT(f4, 4, 6, bt6, at6)
 
 static const wg8_variant *variant_of(const plan_conv *c) {
   return c->winograd == 4 ? &f4 : c->winograd == 3 ? &f3 : &f2;
-}
-
-static int positions(const plan_conv *c) {
-  return variant_of(c)->side * variant_of(c)->side;
 }
 
 /* ---- a task ---- */
