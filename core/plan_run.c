@@ -260,22 +260,34 @@ static const char *kind_name(const plan_node *n) {
   return names[n->kind];
 }
 
+/* Which kernel a convolution runs: Winograd F(m x m, 3x3), the small-map kernel, the column
+ * kernel (over a padded copy read in place for the stems), or OpenBLAS on im2col. */
+static const char *kernel_name(const cb_plan *plan, const plan_node *n) {
+  static const char *const winograd[] = {"", "", "winograd F(2x2)", "winograd F(3x3)",
+                                         "winograd F(4x4)"};
+  const plan_conv *c = &n->conv;
+  if (n->kind != PN_CONV) return "";
+  if (!plan->kernels) return "blas";
+  if (c->winograd) return winograd[c->winograd];
+  return c->small ? "small-map" : c->padded ? "column, padded" : "column";
+}
+
 CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
   double total = 0;
   long runs = plan->runs > 0 ? plan->runs : 1;
   for (int i = 0; i < plan->n_nodes; i++)
     if (!plan->nodes[i].dead) total += plan->nodes[i].ms_total;
-  fprintf(out, "%-28s %-14s %-18s %9s %9s %6s\n", "node", "kind", "output", "ms", "GFLOP/s",
-          "share");
+  fprintf(out, "%-28s %-14s %-15s %-18s %9s %9s %6s\n", "node", "kind", "kernel", "output", "ms",
+          "GFLOP/s", "share");
   for (int i = 0; i < plan->n_nodes; i++) {
     const plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
     char shape[64];
     cb_shape_format(4, plan->values[n->out].shape, shape, sizeof shape);
     double ms = n->ms_total / (double)runs;
-    fprintf(out, "%-28s %-14s %-18s %9.3f %9.1f %5.1f%%\n", n->name[0] ? n->name : "model",
-            kind_name(n), shape, ms, ms > 0 ? n->flops / ms / 1e6 : 0.0,
+    fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9.1f %5.1f%%\n", n->name[0] ? n->name : "model",
+            kind_name(n), kernel_name(plan, n), shape, ms, ms > 0 ? n->flops / ms / 1e6 : 0.0,
             total > 0 ? 100.0 * n->ms_total / total : 0.0);
   }
-  fprintf(out, "%-28s %-14s %-18s %9.3f\n", "total", "", "", total / (double)runs);
+  fprintf(out, "%-28s %-14s %-15s %-18s %9.3f\n", "total", "", "", "", total / (double)runs);
 }

@@ -229,6 +229,12 @@ expect "bench profile" 0 "layer4.1.conv2" "$CBRICK" --quiet bench "$TMP/r18.json
   --shape 1x3x64x64 --iters 2 --warmup 0 --profile
 has "bench profile total" "total"
 has "bench names its kernels" " kernels"
+stem_kernel="column, padded"
+"$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 --json |
+  grep -qF '"isa": "portable"' && stem_kernel="blas"
+has "profile names each conv's kernel" "conv+relu      $stem_kernel"
+expect "profile under the portable path" 0 "conv+relu      blas" env CBRICK_ISA=portable \
+  "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 --profile
 expect "bench reference" 0 "reference forward" "$CBRICK" --quiet bench "$TMP/r18.json" \
   --shape 1x3x32x32 --iters 1 --warmup 0 --reference
 expect "bench bad iters" 2 "--iters" "$CBRICK" bench "$TMP/r18.json" --shape 1x3x64x64 --iters x
