@@ -58,13 +58,16 @@ static bool env_is(const char *value, const char *want) {
   return value && strcmp(value, want) == 0;
 }
 
+static const plan_winograd_path *winograd_path(const cb_plan *plan) {
+  return plan->kernels->avx512 ? &plan_winograd_avx512 : &plan_winograd_avx2;
+}
+
 /* The output tile of a Winograd convolution, or 0: the cost rule, or CBRICK_WINOGRAD: 0 turns
  * Winograd off, 2, 3 or 4 picks F(2x2), F(3x3) or F(4x4) wherever it applies. On the AVX2
  * kernels, stride 1 undilated ones only. */
 static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   const char *env = getenv("CBRICK_WINOGRAD");
-  bool (*fits)(const plan_node *, int) =
-      plan->kernels->avx512 ? plan_winograd_fits : plan_winograd8_fits;
+  bool (*fits)(const plan_node *, int) = winograd_path(plan)->fits;
   if (env_is(env, "0")) return 0;
   if (env_is(env, "2") || env_is(env, "3") || env_is(env, "4"))
     return fits(n, env[0] - '0') ? env[0] - '0' : 0;
@@ -144,8 +147,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   if (c->nc > cols) c->nc = (int)(fast ? round_up(cols, align) : cols);
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
   int tile = fast ? winograd_tile(plan, n) : 0;
-  if (tile && avx512) return plan_winograd_tile(plan, n, tile, err);
-  if (tile) return plan_winograd8_tile(plan, n, tile, err);
+  if (tile) return winograd_path(plan)->tile(plan, n, tile, err);
   if (avx512 && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
     return plan_small_tile(plan, n, err);
   /* With few input channels the per-row work of packing is tiny and locating the padding
@@ -164,15 +166,13 @@ size_t plan_conv_padded(const cb_plan *plan, const plan_node *n) {
 size_t plan_conv_shared(const cb_plan *plan, const plan_node *n) {
   const int64_t *out = plan->values[n->out].shape;
   if (n->conv.small) return plan_small_shared(plan, n);
-  if (n->conv.winograd)
-    return plan->kernels->avx512 ? plan_winograd_shared(n) : plan_winograd8_shared(n);
+  if (n->conv.winograd) return winograd_path(plan)->shared(n);
   if (!n->conv.shared_panel) return 0;
   return (size_t)(n->conv.k * round_up(out[2] * out[3], GEMM_NR));
 }
 
 size_t plan_conv_scratch(const cb_plan *plan, const plan_node *n) {
-  if (n->conv.winograd)
-    return plan->kernels->avx512 ? plan_winograd_scratch(n) : plan_winograd8_scratch(n);
+  if (n->conv.winograd) return winograd_path(plan)->scratch(n);
   if (n->conv.small) return plan_small_scratch(plan, n);
   if (n->conv.shared_panel || n->conv.padded) return 0;
   if (n->conv.packed) return (size_t)(n->conv.k * n->conv.nc);
@@ -530,10 +530,7 @@ static void run_shared(conv_job *j, int64_t images) {
 
 void plan_conv_run(cb_plan *plan, plan_node *n, const float *x, const float *residual, float *y) {
   if (n->conv.winograd) {
-    if (plan->kernels->avx512)
-      plan_winograd_run(plan, n, x, residual, y);
-    else
-      plan_winograd8_run(plan, n, x, residual, y);
+    winograd_path(plan)->run(plan, n, x, residual, y);
     return;
   }
   if (n->conv.small) {

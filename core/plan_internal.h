@@ -146,24 +146,24 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n);
 size_t plan_small_shared(const cb_plan *plan, const plan_node *n);
 void plan_small_run(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y);
-/* Winograd F(2x2, 3x3) and F(4x4, 3x3), F(2x2, 3x3) at stride 2 (plan_winograd.c). */
+/* Whether F(tile x tile, 3x3) applies on the AVX-512 kernels (also the AVX2 rule's start). */
 bool plan_winograd_fits(const plan_node *n, int tile);
 /* Transformed positions per tile of a Winograd convolution. */
 int plan_winograd_positions(const plan_node *n);
-/* The output tile (2 or 4) that the cost rule picks, or 0 for none. */
+/* The output tile (2, 3 or 4) that the cost rule picks, or 0 for none. */
 int plan_winograd_pays(const cb_plan *plan, const plan_node *n);
-int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
-size_t plan_winograd_scratch(const plan_node *n);
-/* The V shared by the tasks of a Winograd convolution split by output channels, or 0. */
-size_t plan_winograd_shared(const plan_node *n);
-void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
-                       float *y);
-/* The same on the AVX2 kernels, stride 1 and undilated only (plan_winograd8.c). */
-bool plan_winograd8_fits(const plan_node *n, int tile);
-int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err);
-size_t plan_winograd8_scratch(const plan_node *n);
-size_t plan_winograd8_shared(const plan_node *n);
-void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
-                        float *y);
+/* A Winograd implementation: F(2x2), F(3x3), F(4x4) at stride 1 and F(2x2) at stride 2 on
+ * the AVX-512 kernels (plan_winograd.c), stride 1 undilated on the AVX2 ones
+ * (plan_winograd8.c). */
+typedef struct plan_winograd_path {
+  bool (*fits)(const plan_node *n, int tile);
+  int (*tile)(cb_plan *plan, plan_node *n, int tile, cb_error *err);
+  size_t (*scratch)(const plan_node *n);
+  /* The V shared by the tasks of a convolution split by output channels, or 0. */
+  size_t (*shared)(const plan_node *n);
+  void (*run)(cb_plan *plan, const plan_node *n, const float *x, const float *res, float *y);
+} plan_winograd_path;
+
+extern const plan_winograd_path plan_winograd_avx512, plan_winograd_avx2;
 
 #endif

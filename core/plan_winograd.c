@@ -102,7 +102,7 @@ static int pack(cb_plan *plan, plan_conv *c, cb_error *err) {
  * to a tile, with a number of tasks that the threads divide: first more tile chunks (of at least
  * two pixel blocks), else channel parts, where each thread reads only its share of U (every tile
  * chunk reads all of it). */
-int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
+static int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   c->winograd = tile;
   const int64_t *out = plan->values[n->out].shape;
@@ -141,12 +141,12 @@ static wg_layout layout_of(const plan_conv *c, int64_t tiles) {
 }
 
 /* V (unless shared), then M for one block of SMALL_NO channels. */
-size_t plan_winograd_scratch(const plan_node *n) {
+static size_t plan_winograd_scratch(const plan_node *n) {
   wg_layout l = layout_of(&n->conv, n->conv.nc);
   return (size_t)positions(&n->conv) * (size_t)((n->conv.shared_panel ? 0 : l.ldp) + l.ldm);
 }
 
-size_t plan_winograd_shared(const plan_node *n) {
+static size_t plan_winograd_shared(const plan_node *n) {
   if (!n->conv.shared_panel) return 0;
   return (size_t)positions(&n->conv) * (size_t)layout_of(&n->conv, n->conv.nc).ldp;
 }
@@ -267,8 +267,8 @@ static void wg_task(void *ctx, int task, int thread) {
   }
 }
 
-void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
-                       float *y) {
+static void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
+                              float *y) {
   const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
   int tile = n->conv.winograd;
   wg_job j = {.plan = plan,
@@ -299,3 +299,9 @@ void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x, const 
     cb_parallel_for((int)(j.n_tiles * j.m_tiles), wg_task, &j);
   }
 }
+
+const plan_winograd_path plan_winograd_avx512 = {.fits = plan_winograd_fits,
+                                                 .tile = plan_winograd_tile,
+                                                 .scratch = plan_winograd_scratch,
+                                                 .shared = plan_winograd_shared,
+                                                 .run = plan_winograd_run};

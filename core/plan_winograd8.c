@@ -31,7 +31,7 @@ static int positions(const plan_conv *c) {
   return plan_winograd_variant(c)->positions;
 }
 
-bool plan_winograd8_fits(const plan_node *n, int tile) {
+static bool plan_winograd8_fits(const plan_node *n, int tile) {
   const cb_conv2d_params *p = &n->conv.p;
   /* at stride 2 the gathered transforms of the larger input cost what the products save */
   return plan_winograd_fits(n, tile) && p->stride_h == 1 && p->dil_h == 1 && p->dil_w == 1;
@@ -65,7 +65,7 @@ static int64_t tiles_of(const int64_t *out, int tile) {
 /* Chunks of near-equal numbers of tiles (V at most about WG8_V_FLOATS), as many as make the
  * threads' shares equal, and where the chunks are fewer than the threads, parts of the output
  * channels (which share V where there is one chunk, else transform their chunk's inputs each). */
-int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
+static int plan_winograd8_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   c->winograd = tile;
   const int64_t *out = plan->values[n->out].shape;
@@ -103,13 +103,13 @@ static int64_t v_floats(const plan_conv *c) {
 }
 
 /* V (unless shared), then M for one group of channels. */
-size_t plan_winograd8_scratch(const plan_node *n) {
+static size_t plan_winograd8_scratch(const plan_node *n) {
   int64_t pos = positions(&n->conv), cols = slabs_of(n->conv.nc) * WG8_SLAB;
   int64_t group = group_of(&n->conv) < n->conv.mc ? group_of(&n->conv) : n->conv.mc;
   return (size_t)((n->conv.shared_panel ? 0 : v_floats(&n->conv)) + pos * cols * group);
 }
 
-size_t plan_winograd8_shared(const plan_node *n) {
+static size_t plan_winograd8_shared(const plan_node *n) {
   return n->conv.shared_panel ? (size_t)v_floats(&n->conv) : 0;
 }
 
@@ -392,8 +392,8 @@ static void wg8_task(void *ctx, int task, int thread) {
   }
 }
 
-void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
-                        float *y) {
+static void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const float *res,
+                               float *y) {
   const int64_t *in = plan->values[n->in[0]].shape, *out = plan->values[n->out].shape;
   const plan_conv *c = &n->conv;
   int tile = c->winograd;
@@ -421,3 +421,9 @@ void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x, const
     cb_parallel_for((int)j.m_parts, wg8_task, &j);
   }
 }
+
+const plan_winograd_path plan_winograd_avx2 = {.fits = plan_winograd8_fits,
+                                               .tile = plan_winograd8_tile,
+                                               .scratch = plan_winograd8_scratch,
+                                               .shared = plan_winograd8_shared,
+                                               .run = plan_winograd8_run};
