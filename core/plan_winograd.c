@@ -207,19 +207,18 @@ static void output_transform(const wg_job *j, const float *m, const wg_layout *l
   }
 }
 
-/* The shared V is transformed in parts of whole channels, a few per thread. */
-static int shared_v_parts(const cb_plan *plan, const plan_node *n) {
+int plan_winograd_v_parts(const cb_plan *plan, const plan_node *n) {
   int64_t parts = 4 * (int64_t)plan->threads, cg = n->conv.cg;
   return (int)(parts < cg ? parts : cg);
 }
 
-/* Input channels [cg * part / parts, cg * (part + 1) / parts) of the shared V. */
+/* One part of the input channels of the shared V. */
 static void shared_v_task(void *ctx, int part, int thread) {
   (void)thread;
   const wg_job *j = ctx;
   const plan_conv *c = &j->node->conv;
-  int parts = shared_v_parts(j->plan, j->node);
-  int64_t ch0 = c->cg * part / parts, ch1 = c->cg * (part + 1) / parts;
+  int parts = plan_winograd_v_parts(j->plan, j->node);
+  int64_t ch0 = cb_share_start(c->cg, part, parts), ch1 = cb_share_start(c->cg, part + 1, parts);
   wg_job slice = *j;
   slice.channels = ch1 - ch0;
   wg_layout l = layout_of(c, j->tiles);
@@ -293,7 +292,7 @@ static void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x,
     cb_parallel_for((int)(j.n_tiles * j.m_tiles * in[0]), wg_task, &j);
     return;
   }
-  int parts = shared_v_parts(plan, n);
+  int parts = plan_winograd_v_parts(plan, n);
   for (j.image = 0; j.image < in[0]; j.image++) {
     cb_parallel_for(parts, shared_v_task, &j);
     cb_parallel_for((int)(j.n_tiles * j.m_tiles), wg_task, &j);

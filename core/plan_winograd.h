@@ -223,6 +223,10 @@ extern const wg_variant wg2_variant, wg3_variant, wg4_variant, wg2s2_variant;
 /* The variant that a Winograd convolution runs (its tile and stride). */
 const wg_variant *plan_winograd_variant(const plan_conv *c);
 
+/* The parts of whole input channels that a shared V is transformed in, a few per thread:
+ * part k holds channels [cb_share_start(cg, k, parts), cb_share_start(cg, k + 1, parts)). */
+int plan_winograd_v_parts(const cb_plan *plan, const plan_node *n);
+
 /* Writes the 2x2 output tiles of `count` tile rows with the epilogue (plan_winograd2.c):
  * out[a * 2 + b][i] is output (a, b) of tile i for 16 channels from ch (rows of them valid). */
 void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int rows, int64_t ty,

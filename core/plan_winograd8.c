@@ -324,13 +324,14 @@ static void transform_inputs(const wg8_job *j, const float *x, int64_t t0, int64
   }
 }
 
-/* Input channels [cg * part / parts, cg * (part + 1) / parts) of the shared V. */
+/* One part of the input channels of the shared V (plan_winograd_v_parts). */
 static void shared_v_task(void *ctx, int part, int thread) {
   (void)thread;
   const wg8_job *j = ctx;
   int64_t cg = j->node->conv.cg;
-  transform_inputs(j, j->x + j->image * j->c * j->h * j->w, 0, j->tiles, cg * part / j->v_parts,
-                   cg * (part + 1) / j->v_parts, j->plan->shared);
+  transform_inputs(j, j->x + j->image * j->c * j->h * j->w, 0, j->tiles,
+                   cb_share_start(cg, part, j->v_parts), cb_share_start(cg, part + 1, j->v_parts),
+                   j->plan->shared);
 }
 
 /* M[p][ch - m0][tiles] = U[p] V[p] for channels [m0, m1) (whole blocks of GEMM_MR from m0). */
@@ -415,7 +416,7 @@ static void plan_winograd8_run(cb_plan *plan, const plan_node *n, const float *x
     cb_parallel_for((int)(j.n_chunks * j.m_parts * in[0]), wg8_task, &j);
     return;
   }
-  j.v_parts = 4 * plan->threads < c->cg ? 4 * plan->threads : c->cg;
+  j.v_parts = plan_winograd_v_parts(plan, n);
   for (j.image = 0; j.image < in[0]; j.image++) {
     cb_parallel_for((int)j.v_parts, shared_v_task, &j);
     cb_parallel_for((int)j.m_parts, wg8_task, &j);
