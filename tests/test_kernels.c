@@ -177,9 +177,7 @@ static double reference_dot(bool ta, bool tb, int i, int j, int k, const float *
  * transpose, alpha, beta 0 / 1 / other, sizes that leave partial blocks and panels, and
  * leading dimensions wider than the rows; on the kernels that CBRICK_ISA caps to `isa`. */
 static void gemm_large_matches_reference(const char *isa) {
-  setenv("CBRICK_ISA", isa, 1);
-  if (strcmp(cb_kernels_isa(), isa) != 0)
-    cr_skip_test("the processor has no %s kernels (%s here)", isa, cb_kernels_isa());
+  use_kernels_or_skip(isa);
   const int m = 75, n = 133, k = 301, ld = 320;
   float *a = malloc(sizeof(float) * ld * ld), *b = malloc(sizeof(float) * ld * ld);
   float *c = malloc(sizeof(float) * m * ld), *c0 = malloc(sizeof(float) * m * ld);

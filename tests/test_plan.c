@@ -167,8 +167,7 @@ Test(plan, portable_path_r50) {
 /* The AVX2 kernels, as on processors without AVX-512: the column kernel (the stem read in
  * place, downsamples merged) and Winograd at stride 1, by the cost rule and forced. */
 Test(plan, avx2_path_r50_d8) {
-  setenv("CBRICK_ISA", "avx2", 1);
-  if (strcmp(cb_kernels_isa(), "avx2") != 0) cr_skip_test("no AVX2 here");
+  use_kernels_or_skip("avx2");
   cb_plan_stats s = check_fixture("r50", 2);
   cr_assert_str_eq(s.isa, "avx2");
   cr_assert_eq(s.merged_convs, 4, "merged convs: %d", s.merged_convs);
@@ -324,8 +323,7 @@ static int count_winograd(cb_module *m, const int64_t *shape) {
  * partial tile chunks, batch 2, basic blocks with the residual sum in the epilogue; on the
  * kernels of `isa`. */
 static void winograd_odd_sizes(const char *isa) {
-  setenv("CBRICK_ISA", isa, 1);
-  if (strcmp(cb_kernels_isa(), isa) != 0) cr_skip_test("no %s here", isa);
+  use_kernels_or_skip(isa);
   cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 64, "
                                "\"stem_channels\": 32, \"num_stages\": 3, \"strides\": [1, 2, 2], "
                                "\"dilations\": [1, 1, 1], \"out_indices\": [0, 1, 2]}",
@@ -353,8 +351,7 @@ Test(plan, winograd_odd_sizes_avx2) {
  * bottlenecks whose layer2.0.conv2 halves a map with odd sides, batch 2, by the cost rule and
  * forced. */
 static void winograd_stride2(const char *isa) {
-  setenv("CBRICK_ISA", isa, 1);
-  if (strcmp(cb_kernels_isa(), isa) != 0) cr_skip_test("no %s here", isa);
+  use_kernels_or_skip(isa);
   cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 50, \"num_stages\": 2, "
                                "\"strides\": [1, 2], \"dilations\": [1, 1], "
                                "\"out_indices\": [0, 1]}",

@@ -108,3 +108,9 @@ static int randomize_norm(const char *name, cb_param *p, void *ud) {
 void randomize_norms(cb_module *m, cb_rng *rng) {
   cb_module_visit_state(m, randomize_norm, rng);
 }
+
+void use_kernels_or_skip(const char *isa) {
+  setenv("CBRICK_ISA", isa, 1);
+  if (strcmp(cb_kernels_isa(), isa) != 0)
+    cr_skip_test("the processor has no %s kernels (%s here)", isa, cb_kernels_isa());
+}

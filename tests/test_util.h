@@ -27,6 +27,9 @@ const char *test_build_dir(void);
 const char *test_plugin_path(const char *file);
 /* Loads that test plugin, failing the test when it does not load. */
 void load_test_plugin(const char *file);
+/* Caps the kernels that plans compile to at isa (CBRICK_ISA); skips the running test where
+ * the processor has no such kernels. */
+void use_kernels_or_skip(const char *isa);
 
 /* A backbone from config text, built as "model.backbone". */
 cb_module *build_backbone_text(const char *text, cb_error *err);
