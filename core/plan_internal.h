@@ -53,6 +53,7 @@ typedef struct plan_node {
   cb_module *module; /* opaque */
   double flops;
   double ms_total;
+  double idle_ms_total; /* the threads' idle time in the node's loops, summed over threads */
 } plan_node;
 
 typedef struct plan_value {

@@ -136,12 +136,23 @@ static int run_nodes(cb_plan *plan, cb_error *err) {
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
-    double t0 = plan->profile ? now_ms() : 0;
+    double t0 = plan->profile ? now_ms() : 0, idle0 = plan->profile ? cb_threads_idle_ms() : 0;
     if (run_node(plan, n, err)) return -1;
     if (plan->values[n->out].copy_to) copy_out(plan, &plan->values[n->out]);
-    if (plan->profile) n->ms_total += now_ms() - t0;
+    if (plan->profile) {
+      n->ms_total += now_ms() - t0;
+      n->idle_ms_total += cb_threads_idle_ms() - idle0;
+    }
   }
   return 0;
+}
+
+static int run_nodes_profiled(cb_plan *plan, cb_error *err) {
+  if (!plan->profile) return run_nodes(plan, err);
+  cb_threads_count_idle(true);
+  int rc = run_nodes(plan, err);
+  cb_threads_count_idle(false);
+  return rc;
 }
 
 /* The first place each output value takes in the caller's list, its tensor made before the
@@ -228,7 +239,7 @@ CB_API int cb_plan_run(cb_plan *plan, const cb_tensor *x, cb_tensor_list *outs, 
   int blas_threads = openblas_get_num_threads();
   cb_set_num_threads(plan->threads);
   openblas_set_num_threads(1); /* the pool's threads each run a single-threaded gemm */
-  int rc = run_nodes(plan, err);
+  int rc = run_nodes_profiled(plan, err);
   openblas_set_num_threads(blas_threads);
   if (!rc)
     rc = hand_outputs(plan, made, outs, err);
@@ -248,7 +259,7 @@ CB_API void cb_plan_profile_enable(cb_plan *plan, bool on) {
 CB_API void cb_plan_profile_reset(cb_plan *plan) {
   plan->runs = 0;
   for (int i = 0; i < plan->n_nodes; i++)
-    plan->nodes[i].ms_total = 0;
+    plan->nodes[i].ms_total = plan->nodes[i].idle_ms_total = 0;
 }
 
 static const char *kind_name(const plan_node *n) {
@@ -273,21 +284,26 @@ static const char *kernel_name(const cb_plan *plan, const plan_node *n) {
 }
 
 CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
-  double total = 0;
+  double total = 0, idle = 0;
   long runs = plan->runs > 0 ? plan->runs : 1;
   for (int i = 0; i < plan->n_nodes; i++)
-    if (!plan->nodes[i].dead) total += plan->nodes[i].ms_total;
-  fprintf(out, "%-28s %-14s %-15s %-18s %9s %9s %6s\n", "node", "kind", "kernel", "output", "ms",
-          "GFLOP/s", "share");
+    if (!plan->nodes[i].dead) {
+      total += plan->nodes[i].ms_total;
+      idle += plan->nodes[i].idle_ms_total;
+    }
+  fprintf(out, "%-28s %-14s %-15s %-18s %9s %9s %6s %9s\n", "node", "kind", "kernel", "output",
+          "ms", "GFLOP/s", "share", "idle ms");
   for (int i = 0; i < plan->n_nodes; i++) {
     const plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
     char shape[64];
     cb_shape_format(4, plan->values[n->out].shape, shape, sizeof shape);
     double ms = n->ms_total / (double)runs;
-    fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9.1f %5.1f%%\n", n->name[0] ? n->name : "model",
-            kind_name(n), kernel_name(plan, n), shape, ms, ms > 0 ? n->flops / ms / 1e6 : 0.0,
-            total > 0 ? 100.0 * n->ms_total / total : 0.0);
+    fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9.1f %5.1f%% %9.3f\n",
+            n->name[0] ? n->name : "model", kind_name(n), kernel_name(plan, n), shape, ms,
+            ms > 0 ? n->flops / ms / 1e6 : 0.0, total > 0 ? 100.0 * n->ms_total / total : 0.0,
+            n->idle_ms_total / (double)runs);
   }
-  fprintf(out, "%-28s %-14s %-15s %-18s %9.3f\n", "total", "", "", "", total / (double)runs);
+  fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9s %6s %9.3f\n", "total", "", "", "",
+          total / (double)runs, "", "", idle / (double)runs);
 }

@@ -11,6 +11,7 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
+#include <time.h>
 #include <unistd.h>
 #include <cblas.h>
 
@@ -26,6 +27,9 @@
  * done, take from the back of. On a line of its own. */
 typedef struct share {
   _Alignas(64) _Atomic uint64_t word;
+  /* While idle time is counted: when the thread ran out of tasks, and in which loop. */
+  _Atomic int64_t idle_from;
+  atomic_uint idle_gen;
 } share;
 
 typedef struct pool {
@@ -41,6 +45,8 @@ typedef struct pool {
   atomic_uint running;    /* the running loop's generation, as kept in the shares */
   atomic_int pending;
   atomic_bool stop;
+  atomic_bool count_idle;
+  int64_t idle_ns; /* counted so far; written under loop_lock */
 } pool;
 
 static pool the_pool = {.lock = PTHREAD_MUTEX_INITIALIZER, .wake = PTHREAD_COND_INITIALIZER};
@@ -81,6 +87,12 @@ static bool claim(pool *p, int thread, int threads, uint32_t gen, int *task) {
   return false;
 }
 
+static int64_t now_ns(void) {
+  struct timespec ts;
+  clock_gettime(CLOCK_MONOTONIC, &ts);
+  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
 /* The tasks done are counted off `pending` once, when no task is left to take: one write to
  * the shared counter per thread and loop instead of one per task. */
 static void run_tasks(pool *p, int thread, uint32_t gen) {
@@ -88,8 +100,24 @@ static void run_tasks(pool *p, int thread, uint32_t gen) {
   int t, threads = p->active, done = 0;
   for (; claim(p, thread, threads, gen, &t); done++)
     p->fn(p->ctx, t, thread);
+  if (atomic_load_explicit(&p->count_idle, memory_order_relaxed)) {
+    atomic_store_explicit(&p->shares[thread].idle_from, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&p->shares[thread].idle_gen, gen, memory_order_release);
+  }
   if (done) atomic_fetch_sub(&p->pending, done);
   task_thread = -1;
+}
+
+/* The idle time of a loop that ended at `end`: per thread, from running out of tasks to the
+ * end, or the whole loop for a thread that came too late to find any. */
+static int64_t loop_idle(pool *p, int threads, uint32_t gen, int64_t start, int64_t end) {
+  int64_t idle = 0;
+  for (int t = 0; t < threads; t++) {
+    uint32_t seen = atomic_load_explicit(&p->shares[t].idle_gen, memory_order_acquire);
+    int64_t from = atomic_load_explicit(&p->shares[t].idle_from, memory_order_relaxed);
+    idle += end - (seen == gen && from <= end ? from : start);
+  }
+  return idle;
 }
 
 static void pool_wait(int spins) {
@@ -173,6 +201,19 @@ int cb_threads_active(void) {
   return the_pool.active < 1 ? 1 : the_pool.active;
 }
 
+void cb_threads_count_idle(bool on) {
+  pthread_mutex_lock(&loop_lock);
+  atomic_store(&the_pool.count_idle, on);
+  pthread_mutex_unlock(&loop_lock);
+}
+
+double cb_threads_idle_ms(void) {
+  pthread_mutex_lock(&loop_lock);
+  double ms = (double)the_pool.idle_ns / 1e6;
+  pthread_mutex_unlock(&loop_lock);
+  return ms;
+}
+
 /* Loops longer than a share can count run as consecutive loops of tasks offset by `first`. */
 typedef struct long_loop {
   cb_task_fn fn;
@@ -205,12 +246,21 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
     return;
   }
   pthread_mutex_lock(&loop_lock);
+  bool count = atomic_load(&p->count_idle);
   if (p->active <= 1 || n_tasks == 1) {
+    int others = p->active - 1;
+    int64_t start = count && others > 0 ? now_ns() : 0;
     pthread_mutex_unlock(&loop_lock);
     for (int t = 0; t < n_tasks; t++)
       fn(ctx, t, 0);
+    if (start) {
+      pthread_mutex_lock(&loop_lock);
+      p->idle_ns += others * (now_ns() - start);
+      pthread_mutex_unlock(&loop_lock);
+    }
     return;
   }
+  int64_t start = count ? now_ns() : 0;
   uint32_t gen = atomic_load(&p->running) + 1;
   int threads = p->active;
   p->fn = fn;
@@ -229,5 +279,6 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   run_tasks(p, 0, gen);
   for (int spins = 0; atomic_load(&p->pending) > 0; spins++)
     pool_wait(spins);
+  if (count) p->idle_ns += loop_idle(p, threads, gen, start, now_ns());
   pthread_mutex_unlock(&loop_lock);
 }

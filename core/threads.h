@@ -9,6 +9,13 @@
 /* Threads a parallel_for uses now (>= 1). */
 int cb_threads_active(void);
 
+/* Counting the threads' idle time at the ends of parallel loops (for the plan's profile):
+ * per loop, each thread's time from running out of tasks to the loop's end, summed over the
+ * threads; a loop of one task leaves the others idle throughout. cb_threads_idle_ms is the
+ * total counted since the library was loaded. */
+void cb_threads_count_idle(bool on);
+double cb_threads_idle_ms(void);
+
 /* CBRICK_NUM_THREADS when set and valid, else the online processors. */
 int cb_threads_default(void);
 

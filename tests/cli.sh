@@ -235,6 +235,17 @@ stem_kernel="column, padded"
 has "profile names each conv's kernel" "conv+relu      $stem_kernel"
 expect "profile under the portable path" 0 "conv+relu      blas" env CBRICK_ISA=portable \
   "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 --profile
+# idle_within THREADS: the last profile's total idle time is at most (THREADS - 1) x its time.
+idle_within() {
+  awk -v t="$1" '$1 == "total" { found = 1; bad = $NF < 0 || $NF > (t - 1) * $2 + 0.001 }
+    END { exit !(found && !bad) }' "$OUT"
+}
+expect "profile counts idle threads" 0 "idle ms" "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 2 --warmup 0 --threads 2 --profile
+ok "two threads' idle time within theirs" "idle_within 2"
+expect "profile on one thread" 0 "idle ms" "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 1 --warmup 0 --threads 1 --profile
+ok "one thread is never idle" "idle_within 1"
 expect "bench reference" 0 "reference forward" "$CBRICK" --quiet bench "$TMP/r18.json" \
   --shape 1x3x32x32 --iters 1 --warmup 0 --reference
 expect "bench bad iters" 2 "--iters" "$CBRICK" bench "$TMP/r18.json" --shape 1x3x64x64 --iters x

@@ -490,3 +490,77 @@ Test(plan, refuses_wrong_input_shape) {
   cb_plan_free(plan);
   cb_module_free(m);
 }
+
+/* The profile of `runs` runs of a small ResNet-18 on `threads` threads, as printed. */
+static char *profile_text(int threads, int runs) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 16, "
+                               "\"stem_channels\": 16}",
+                               3);
+  cb_error err = {0};
+  cb_tensor *x = cb_tensor_new4(1, 3, 64, 64, &err);
+  cr_assert_not_null(x, "%s", err.msg);
+  cb_plan *plan = compile_ok(m, x, threads);
+  cb_plan_profile_enable(plan, true);
+  for (int i = 0; i < runs; i++) {
+    cb_tensor_list outs = {0};
+    cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s", err.msg);
+    cb_tensor_list_clear(&outs);
+  }
+  char *text = NULL;
+  size_t size = 0;
+  FILE *f = open_memstream(&text, &size);
+  cb_plan_profile_print(plan, f);
+  fclose(f);
+  cb_plan_free(plan);
+  cb_tensor_free(x);
+  cb_module_free(m);
+  return text;
+}
+
+/* The last whitespace-separated fields of a line: fields[0] is the last. */
+static int last_fields(const char *line, double *fields, int most) {
+  char copy[256], *tokens[16], *at = NULL;
+  int n = 0;
+  snprintf(copy, sizeof copy, "%s", line);
+  for (char *t = strtok_r(copy, " %", &at); t && n < 16; t = strtok_r(NULL, " %", &at))
+    tokens[n++] = t;
+  for (int i = 0; i < most && i < n; i++)
+    fields[i] = atof(tokens[n - 1 - i]);
+  return n;
+}
+
+/* Each node's idle time (its loops' ends, summed over the threads) is none on one thread and
+ * on two at most the node's time (the last thread to finish a loop waits for nobody). */
+static void check_idle(int threads) {
+  char *text = profile_text(threads, 3);
+  int nodes = 0;
+  double total_idle = -1;
+  char *at = NULL;
+  for (char *line = strtok_r(text, "\n", &at); line; line = strtok_r(NULL, "\n", &at)) {
+    char name[64];
+    if (sscanf(line, "%63s", name) != 1 || strcmp(name, "node") == 0) continue;
+    double f[4];
+    if (strcmp(name, "total") == 0) {
+      cr_assert_eq(last_fields(line, f, 2), 3, "total line: %s", line);
+      total_idle = f[0];
+      cr_assert_leq(f[0], (threads - 1) * f[1] + 1e-3, "%s", line);
+      continue;
+    }
+    cr_assert_geq(last_fields(line, f, 4), 6, "%s", line); /* name ... ms GFLOP/s share idle */
+    nodes++;
+    cr_assert_geq(f[0], 0.0, "%s", line);
+    cr_assert_leq(f[0], (threads - 1) * f[3] + 1e-3, "idle above (threads - 1) x time: %s", line);
+  }
+  cr_assert_gt(nodes, 10);
+  cr_assert_geq(total_idle, 0.0, "no total line");
+  if (threads == 1) cr_assert_eq(total_idle, 0.0);
+  free(text);
+}
+
+Test(plan, profile_idle_one_thread) {
+  check_idle(1);
+}
+
+Test(plan, profile_idle_two_threads) {
+  check_idle(2);
+}

@@ -75,7 +75,9 @@ CB_API const char *cb_kernels_isa(void);
 /* Per-node timing, accumulated over the runs since the last reset when enabled. */
 CB_API void cb_plan_profile_enable(cb_plan *plan, bool on);
 CB_API void cb_plan_profile_reset(cb_plan *plan);
-/* Writes one line per node: name, kind, kernel, output shape, ms per run, GFLOP/s, share. */
+/* Writes one line per node: name, kind, kernel, output shape, ms per run, GFLOP/s, share, and
+ * the threads' idle ms per run: in each of the node's parallel loops, every thread's time from
+ * running out of tasks to the loop's end, summed over the threads (0 on one thread). */
 CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out);
 
 /* Threads used by kernels outside a plan too (the thread pool and OpenBLAS). */
