@@ -107,6 +107,18 @@ static int64_t balanced_tiles(int64_t tiles, int64_t slabs, int64_t others, int 
   return tiles;
 }
 
+/* Row tiles of near-equal heights in whole blocks of align rows: the fewest from `tiles`, or
+ * up to twice as many when that gives every thread the same number of tasks (`others` tasks
+ * per row tile). */
+static int64_t balanced_rows(int64_t rows, int64_t tiles, int64_t align, int64_t others,
+                             int threads) {
+  for (int64_t t = tiles; threads > 1 && t <= 2 * tiles && t * align <= rows; t++) {
+    int64_t height = round_up((rows + t - 1) / t, align);
+    if ((rows + height - 1) / height * others % threads == 0) return t;
+  }
+  return tiles;
+}
+
 /* Columns [n0, n1) of column tile tn: near-equal runs of whole slabs of align columns. */
 static void col_range(const plan_conv *c, int64_t cols, int64_t tn, int64_t *n0, int64_t *n1) {
   int64_t align = c->packed ? GEMM_NR : 16, slabs = (cols + align - 1) / align;
@@ -138,6 +150,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   if (threads > 1 && n_tiles * m_tiles * out[0] * c->p.groups < 2 * threads)
     m_tiles =
         clamp64((2 * threads + n_tiles - 1) / n_tiles, m_tiles, (og + row_align - 1) / row_align);
+  m_tiles = balanced_rows(og, m_tiles, row_align, n_tiles * out[0] * c->p.groups, threads);
   c->mc = (int)round_up((og + m_tiles - 1) / m_tiles, row_align);
   if (!fast && c->mc > og) c->mc = (int)og;
   int64_t slabs = (cols + align - 1) / align,
