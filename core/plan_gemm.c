@@ -11,6 +11,11 @@
  * prefetchers alone reach a third of the bandwidth that the small maps need. Prefetches past
  * the end of a buffer are harmless. */
 #define PREFETCH_FLOATS 8192
+/* The small-map kernel reads its input a block of pixels at a time from kc rows at once, more
+ * streams than the hardware prefetchers follow: over a run of several blocks, each step fetches
+ * its row two lines ahead (ResNet-50's 1x1 layers on 56x56 maps ran 10-20% faster, those on
+ * 14x14 ones 3-5%). */
+#define SMALL_A_AHEAD 32
 
 TARGET static inline __mmask16 tail_mask(int n) {
   return n >= 16 ? (__mmask16)0xFFFF : n <= 0 ? (__mmask16)0 : (__mmask16)((1u << n) - 1);
@@ -167,6 +172,7 @@ static void tile_avx512(const gemm_tile *t) {
         _mm_prefetch((const char *)(w + PREFETCH_FLOATS), _MM_HINT_T0);                            \
         _mm_prefetch((const char *)(w + PREFETCH_FLOATS + 16), _MM_HINT_T0);                       \
       }                                                                                            \
+      if (t->a_ahead) _mm_prefetch((const char *)(a + t->a_ahead), _MM_HINT_T0);                   \
       __m512 w0 = _mm512_loadu_ps(w), w1 = _mm512_loadu_ps(w + 16);                                \
       PIXELS(SSTEP)                                                                                \
     }                                                                                              \
@@ -202,7 +208,8 @@ void plan_gemm_small_run(const small_run *r) {
                     .c = r->c + p * SMALL_NO,
                     .load_c = r->load_c,
                     .prefetch = blocks > 1 ? r->next + 16 * l0 : NULL,
-                    .prefetch_lines = l1 - l0};
+                    .prefetch_lines = l1 - l0,
+                    .a_ahead = blocks > 1 ? SMALL_A_AHEAD : 0};
     plan_gemm_small(&t);
   }
 }

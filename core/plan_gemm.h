@@ -29,6 +29,7 @@ typedef struct small_tile {
    * spread over the passes that reuse these (NULL: prefetch ahead of w instead). */
   const float *prefetch;
   int64_t prefetch_lines;
+  int64_t a_ahead; /* > 0: each step also fetches its row of a this many floats ahead */
 } small_tile;
 
 void plan_gemm_small(const small_tile *t);
