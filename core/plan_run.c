@@ -4,16 +4,10 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <time.h>
 
+#include "clock.h"
 #include "plan_internal.h"
 #include "threads.h"
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int64_t numel(const plan_value *v) {
   return v->shape[0] * v->shape[1] * v->shape[2] * v->shape[3];
@@ -136,11 +130,11 @@ static int run_nodes(cb_plan *plan, cb_error *err) {
   for (int i = 0; i < plan->n_nodes; i++) {
     plan_node *n = &plan->nodes[i];
     if (n->dead) continue;
-    double t0 = plan->profile ? now_ms() : 0, idle0 = plan->profile ? cb_threads_idle_ms() : 0;
+    double t0 = plan->profile ? cb_clock_ms() : 0, idle0 = plan->profile ? cb_threads_idle_ms() : 0;
     if (run_node(plan, n, err)) return -1;
     if (plan->values[n->out].copy_to) copy_out(plan, &plan->values[n->out]);
     if (plan->profile) {
-      n->ms_total += now_ms() - t0;
+      n->ms_total += cb_clock_ms() - t0;
       n->idle_ms_total += cb_threads_idle_ms() - idle0;
     }
   }

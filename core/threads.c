@@ -11,11 +11,11 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdlib.h>
-#include <time.h>
 #include <unistd.h>
 #include <cblas.h>
 
 #include "cbrick/plan.h"
+#include "clock.h"
 #include "threads.h"
 
 #define POOL_MAX_THREADS 64
@@ -87,12 +87,6 @@ static bool claim(pool *p, int thread, int threads, uint32_t gen, int *task) {
   return false;
 }
 
-static int64_t now_ns(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
-}
-
 /* The tasks done are counted off `pending` once, when no task is left to take: one write to
  * the shared counter per thread and loop instead of one per task. */
 static void run_tasks(pool *p, int thread, uint32_t gen) {
@@ -101,7 +95,7 @@ static void run_tasks(pool *p, int thread, uint32_t gen) {
   for (; claim(p, thread, threads, gen, &t); done++)
     p->fn(p->ctx, t, thread);
   if (atomic_load_explicit(&p->count_idle, memory_order_relaxed)) {
-    atomic_store_explicit(&p->shares[thread].idle_from, now_ns(), memory_order_relaxed);
+    atomic_store_explicit(&p->shares[thread].idle_from, cb_clock_ns(), memory_order_relaxed);
     atomic_store_explicit(&p->shares[thread].idle_gen, gen, memory_order_release);
   }
   if (done) atomic_fetch_sub(&p->pending, done);
@@ -249,18 +243,18 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   bool count = atomic_load(&p->count_idle);
   if (p->active <= 1 || n_tasks == 1) {
     int others = p->active - 1;
-    int64_t start = count && others > 0 ? now_ns() : 0;
+    int64_t start = count && others > 0 ? cb_clock_ns() : 0;
     pthread_mutex_unlock(&loop_lock);
     for (int t = 0; t < n_tasks; t++)
       fn(ctx, t, 0);
     if (start) {
       pthread_mutex_lock(&loop_lock);
-      p->idle_ns += others * (now_ns() - start);
+      p->idle_ns += others * (cb_clock_ns() - start);
       pthread_mutex_unlock(&loop_lock);
     }
     return;
   }
-  int64_t start = count ? now_ns() : 0;
+  int64_t start = count ? cb_clock_ns() : 0;
   uint32_t gen = atomic_load(&p->running) + 1;
   int threads = p->active;
   p->fn = fn;
@@ -279,6 +273,6 @@ CB_API void cb_parallel_for(int n_tasks, cb_task_fn fn, void *ctx) {
   run_tasks(p, 0, gen);
   for (int spins = 0; atomic_load(&p->pending) > 0; spins++)
     pool_wait(spins);
-  if (count) p->idle_ns += loop_idle(p, threads, gen, start, now_ns());
+  if (count) p->idle_ns += loop_idle(p, threads, gen, start, cb_clock_ns());
   pthread_mutex_unlock(&loop_lock);
 }
