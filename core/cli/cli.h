@@ -22,6 +22,8 @@ typedef struct cli_model_args {
   uint64_t seed;
 } cli_model_args;
 
+/* The monotonic clock in milliseconds, for the commands' timings. */
+double cli_now_ms(void);
 /* "cbrick: <message>" on stderr; returns CLI_FAIL. */
 int cli_fail(const char *fmt, ...) CB_PRINTF(1, 2);
 /* "cbrick: <message>" and the usage line on stderr; returns CLI_USAGE. */

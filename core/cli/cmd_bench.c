@@ -6,7 +6,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/resource.h>
-#include <time.h>
 #include "cli.h"
 
 typedef struct bench_args {
@@ -20,12 +19,6 @@ typedef struct bench_result {
   double median, min, max, flops;
   cb_plan_stats stats;
 } bench_result;
-
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
 
 static int parse_count(const char *option, const char *text, long min, long *out) {
   char *end;
@@ -158,7 +151,7 @@ static int run_peak(const bench_args *b) {
   pthread_t tids[64];
   double flops[64] = {0}, total = 0;
   if (threads > 64) threads = 64;
-  double t0 = now_ms();
+  double t0 = cli_now_ms();
   int started = 0;
   for (; started < threads; started++)
     if (pthread_create(&tids[started], NULL, peak_thread, &flops[started])) break;
@@ -166,7 +159,7 @@ static int run_peak(const bench_args *b) {
     pthread_join(tids[i], NULL);
     total += flops[i];
   }
-  double ms = now_ms() - t0;
+  double ms = cli_now_ms() - t0;
   const char *isa = strcmp(cb_kernels_isa(), "avx512") == 0 ? "avx512" : "avx2";
   if (b->json)
     printf("{\"peak_gflops\": %.1f, \"threads\": %d, \"isa\": \"%s\"}\n", total / ms / 1e6, started,
@@ -218,9 +211,9 @@ static int time_runs(const bench_args *b, cb_module *m, cb_plan *plan, const cb_
     cb_plan_profile_enable(plan, true);
   }
   for (long i = 0; rc == 0 && i < iters; i++) {
-    double t0 = now_ms();
+    double t0 = cli_now_ms();
     rc = run_once(m, plan, x, err);
-    ms[i] = now_ms() - t0;
+    ms[i] = cli_now_ms() - t0;
   }
   qsort(ms, (size_t)iters, sizeof *ms, compare_double);
   r->min = ms[0];

@@ -3,7 +3,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
-#include <time.h>
 #include <cbrick/guard.h>
 #include "cli.h"
 
@@ -208,12 +207,6 @@ static int write_outputs(const char *path, const cb_tensor_list *outs, cb_error 
   return rc;
 }
 
-static double now_ms(void) {
-  struct timespec ts;
-  clock_gettime(CLOCK_MONOTONIC, &ts);
-  return (double)ts.tv_sec * 1e3 + (double)ts.tv_nsec / 1e6;
-}
-
 static int write_heatmaps(const char *dir, const cb_tensor_list *outs, cb_error *err) {
   if (mkdir(dir, 0777) != 0) {
     struct stat st;
@@ -235,10 +228,10 @@ static int forward(cb_module *m, json_t *cfg, const run_args *r, cb_error *err) 
   if (!x) return -1;
   cb_tensor_list outs = {0};
   cb_module_train(m, r->train);
-  double start = now_ms();
+  double start = cli_now_ms();
   int rc = r->train || r->reference ? cb_module_forward_multi(m, x, &outs, err)
                                     : cli_forward_plan(m, x, r->threads, &outs, err);
-  double ms = now_ms() - start;
+  double ms = cli_now_ms() - start;
   if (rc) cb_error_prefix(err, "%s: forward: ", r->model.config);
   for (int i = 0; rc == 0 && i < outs.n; i++)
     summarize(i, outs.items[i]);
