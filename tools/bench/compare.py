@@ -14,8 +14,9 @@ alternating round by round with the same thread count: cbrick bench (--json), Py
 and frozen TorchScript (torch.jit.freeze + optimize_for_inference), each in its own process so
 that peak RSS is measured per runner, each warmed up for at least --warmup-s seconds first (a
 VM that has squeezed its vCPUs onto one core while a runner started should spread them again
-before the timing). Prints a table of medians and ratios, and the FMA peak (cbrick bench
---peak) as a reference for GFLOP/s. --isa avx2 caps both at AVX2, as on processors without
+before the timing). Prints a table of medians and ratios, the ratios round by round (a round
+whose threads shared a core, by the FMA peak measured before and after it, is marked and left
+out of a second median), and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s. --isa avx2 caps both at AVX2, as on processors without
 AVX-512 (CBRICK_ISA for cbrick, ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its
 oneDNN).
 """
@@ -31,6 +32,7 @@ import sys
 import tempfile
 import time
 
+SPREAD = 0.75  # of the best FMA peak: below it, a round's threads shared a core
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools", "fixtures"))
 
@@ -210,10 +212,12 @@ def compare(args, cbrick, cfg, weights, threads):
               "--warmup-s", str(args.warmup_s)]
     results = {name: [] for name in runners}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
+    peaks = [fma_peak(cbrick, threads)]
     for _ in range(args.rounds):
         for name, cmd in runners.items():
             results[name].append(run_json(cmd + (common if name != "cbrick" else []), env))
-    row = {"threads": threads}
+        peaks.append(fma_peak(cbrick, threads))
+    row = {"threads": threads, "spread": spread_rounds(peaks, threads)}
     for name, rs in results.items():
         row[name] = {"median_ms": statistics.median(r["median_ms"] for r in rs),
                      "min_ms": min(r["min_ms"] for r in rs),
@@ -222,6 +226,43 @@ def compare(args, cbrick, cfg, weights, threads):
     row["gflops"] = statistics.median(r["gflops"] for r in results["cbrick"])
     row["flops"] = results["cbrick"][0]["flops"]
     return row
+
+
+def fma_peak(cbrick, threads):
+    return run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])["peak_gflops"]
+
+
+def spread_rounds(peaks, threads):
+    """Whether each round ran with its threads on separate cores: the FMA peak measured just
+    before and just after it within SPREAD of the best one of the run (a VM that squeezes its
+    vCPUs onto one core halves it). One thread always counts as spread."""
+    best = max(peaks)
+    ok = [threads == 1 or p >= SPREAD * best for p in peaks]
+    return [ok[i] and ok[i + 1] for i in range(len(peaks) - 1)]
+
+
+def round_ratios(r, name):
+    return [c / o for c, o in zip(r["rounds"]["cbrick"], r["rounds"][name])]
+
+
+def print_round_ratios(r):
+    """Per-round ratios: the contenders of one round ran back to back, so a slow stretch of
+    the machine moves both. Their median over all rounds, and over the rounds whose threads
+    had a core each where some did not."""
+    spread = r["spread"]
+    for name in [n for n in r["rounds"] if n != "cbrick"]:
+        ratios = round_ratios(r, name)
+        kept = [x for x, ok in zip(ratios, spread) if ok]
+        line = (f"# {r['threads']} thr, cbrick/{name} per round: "
+                + " ".join(f"{x:.3f}" + ("" if ok else "*") for x, ok in zip(ratios, spread))
+                + f"; median {statistics.median(ratios):.3f}")
+        if kept and len(kept) < len(ratios):
+            line += (f", {statistics.median(kept):.3f} over the {len(kept)} round"
+                     + ("s" if len(kept) > 1 else "") + " without *")
+        print(line)
+    if not all(spread):
+        print(f"# {r['threads']} thr, *: the FMA peak next to the round fell below "
+              f"{SPREAD:.0%} of the run's best (the threads shared a core)")
 
 
 def cpu_model():
@@ -258,6 +299,7 @@ def print_table(args, rows, peak, torch_version):
     for r in rows:
         for name, ms in r["rounds"].items():
             print(f"# {r['threads']} thr, {name} per round: " + " ".join(f"{v:.2f}" for v in ms))
+        print_round_ratios(r)
     print("# FMA peak (cbrick bench --peak): "
           + ", ".join(f"{t} thr {v['peak_gflops']:.0f} GFLOP/s" for t, v in peak.items()))
     print("# GFLOP/s counts the direct convolution's FLOPs; Winograd layers execute fewer, so "
