@@ -16,9 +16,9 @@ that peak RSS is measured per runner, each warmed up for at least --warmup-s sec
 VM that has squeezed its vCPUs onto one core while a runner started should spread them again
 before the timing). Prints a table of medians and ratios, the ratios round by round (a round
 whose threads shared a core, by the FMA peak measured before and after it, is marked and left
-out of a second median), and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s. --isa avx2 caps both at AVX2, as on processors without
-AVX-512 (CBRICK_ISA for cbrick, ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its
-oneDNN).
+out of a second median), and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s.
+--isa avx2 caps both at AVX2, as on processors without AVX-512 (CBRICK_ISA for cbrick,
+ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its oneDNN).
 """
 import argparse
 import datetime
@@ -179,11 +179,8 @@ def main():
         rows = []
         for threads in args.threads:
             rows.append(compare(args, cbrick, cfg, weights, threads))
-    peak = {}
-    for threads in args.threads:  # the best of three: a busy machine only lowers it
-        runs = [run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
-                for _ in range(3)]
-        peak[threads] = max(runs, key=lambda r: r["peak_gflops"])
+    # the best of three: a busy machine only lowers it
+    peak = {threads: max(fma_peak(cbrick, threads) for _ in range(3)) for threads in args.threads}
     print_table(args, rows, peak, torch.__version__)
     return 0
 
@@ -212,12 +209,15 @@ def compare(args, cbrick, cfg, weights, threads):
               "--warmup-s", str(args.warmup_s)]
     results = {name: [] for name in runners}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
-    peaks = [fma_peak(cbrick, threads)]
+    several = threads > 1
+    peaks = [fma_peak(cbrick, threads)] if several else []
     for _ in range(args.rounds):
         for name, cmd in runners.items():
             results[name].append(run_json(cmd + (common if name != "cbrick" else []), env))
-        peaks.append(fma_peak(cbrick, threads))
-    row = {"threads": threads, "spread": spread_rounds(peaks, threads)}
+        if several:
+            peaks.append(fma_peak(cbrick, threads))
+    row = {"threads": threads,
+           "spread": spread_rounds(peaks) if several else [True] * args.rounds}
     for name, rs in results.items():
         row[name] = {"median_ms": statistics.median(r["median_ms"] for r in rs),
                      "min_ms": min(r["min_ms"] for r in rs),
@@ -232,12 +232,12 @@ def fma_peak(cbrick, threads):
     return run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])["peak_gflops"]
 
 
-def spread_rounds(peaks, threads):
+def spread_rounds(peaks):
     """Whether each round ran with its threads on separate cores: the FMA peak measured just
     before and just after it within SPREAD of the best one of the run (a VM that squeezes its
-    vCPUs onto one core halves it). One thread always counts as spread."""
+    vCPUs onto one core halves it)."""
     best = max(peaks)
-    ok = [threads == 1 or p >= SPREAD * best for p in peaks]
+    ok = [p >= SPREAD * best for p in peaks]
     return [ok[i] and ok[i + 1] for i in range(len(peaks) - 1)]
 
 
@@ -290,7 +290,7 @@ def print_table(args, rows, peak, torch_version):
         frozen = r.get("frozen")
         fz = f"{frozen['median_ms']:9.2f}" if frozen else f"{'-':>9}"
         fr = f"{cb['median_ms'] / frozen['median_ms']:9.3f}" if frozen else f"{'-':>9}"
-        pk = peak[r["threads"]]["peak_gflops"]
+        pk = peak[r["threads"]]
         print(f"{r['threads']:>3} {cb['median_ms']:10.2f} {eager['median_ms']:9.2f} {fz} "
               f"{cb['median_ms'] / eager['median_ms']:8.3f} {fr} {r['gflops']:8.1f} "
               f"{100 * r['gflops'] / pk:5.1f}% {cb['peak_rss_bytes'] / 2**20:10.1f} "
@@ -301,7 +301,7 @@ def print_table(args, rows, peak, torch_version):
             print(f"# {r['threads']} thr, {name} per round: " + " ".join(f"{v:.2f}" for v in ms))
         print_round_ratios(r)
     print("# FMA peak (cbrick bench --peak): "
-          + ", ".join(f"{t} thr {v['peak_gflops']:.0f} GFLOP/s" for t, v in peak.items()))
+          + ", ".join(f"{t} thr {v:.0f} GFLOP/s" for t, v in peak.items()))
     print("# GFLOP/s counts the direct convolution's FLOPs; Winograd layers execute fewer, so "
           "%peak may pass 100")
 
