@@ -16,7 +16,8 @@ OPT ?= -O2
 # SAN=-fsanitize=address,undefined builds and links everything instrumented.
 SAN ?=
 CFLAGS ?= $(OPT) -g
-override CFLAGS += $(SAN) -std=gnu11 -Wall -Wextra -fPIC -fvisibility=hidden -Icore/include \
+override CFLAGS += $(SAN) -std=gnu11 -Wall -Wextra -Werror=implicit-function-declaration \
+	-fPIC -fvisibility=hidden -Icore/include \
 	$(shell pkg-config --cflags $(PKGS) 2>/dev/null) -MMD -MP
 LIBS := $(SAN) $(shell pkg-config --libs $(PKGS) 2>/dev/null) -ldl -lm -lpthread
 

@@ -63,10 +63,11 @@ json_t *cb_args_value(cb_args *a, const char *key) {
   return json_object_get(a->cfg, key);
 }
 
-static const char *json_kind(const json_t *v) {
+const char *cb_json_kind(const json_t *v) {
+  if (!v) return "nothing";
   switch (json_typeof(v)) {
   case JSON_OBJECT:
-    return "an object";
+    return "a dict";
   case JSON_ARRAY:
     return "a list";
   case JSON_STRING:
@@ -74,13 +75,14 @@ static const char *json_kind(const json_t *v) {
   case JSON_INTEGER:
     return "an integer";
   case JSON_REAL:
-    return "a number";
+    return "a float";
   case JSON_TRUE:
   case JSON_FALSE:
     return "a boolean";
-  default:
+  case JSON_NULL:
     return "null";
   }
+  return "an unknown value";
 }
 
 int cb_args_fail(const cb_args *a, const char *key, cb_error *err, const char *fmt, ...) {
@@ -100,7 +102,7 @@ static int type_error(const cb_args *a, const char *key, const char *expected, c
     snprintf(shown, sizeof shown, " '%.40s'", json_string_value(v));
   else if (json_is_number(v))
     snprintf(shown, sizeof shown, " %g", json_number_value(v));
-  return cb_args_fail(a, key, err, "expected %s, found %s%s", expected, json_kind(v), shown);
+  return cb_args_fail(a, key, err, "expected %s, found %s%s", expected, cb_json_kind(v), shown);
 }
 
 static int integer_value(const cb_args *a, const char *key, const json_t *v, long long *out,
@@ -190,7 +192,7 @@ int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef
   json_array_foreach(v, i, item) {
     if (!json_is_integer(item))
       return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
-                          json_kind(item));
+                          cb_json_kind(item));
     out[i] = json_integer_value(item);
   }
   *n = (int)json_array_size(v);
@@ -210,7 +212,7 @@ int cb_args_bool_list(cb_args *a, const char *key, bool *out, int max, int *n, c
   json_array_foreach(v, i, item) {
     if (!json_is_boolean(item))
       return cb_args_fail(a, key, err, "item %zu: expected true or false, found %s", i,
-                          json_kind(item));
+                          cb_json_kind(item));
     out[i] = json_is_true(item);
   }
   *n = (int)json_array_size(v);
@@ -231,7 +233,7 @@ static int pair_value(const cb_args *a, const char *key, json_t *v, long long ou
     json_t *item = json_array_get(v, i);
     if (!json_is_integer(item))
       return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
-                          json_kind(item));
+                          cb_json_kind(item));
     out[i] = json_integer_value(item);
   }
   return 0;

@@ -84,12 +84,12 @@ static int check_bases(json_t *bases, const char *file, cb_error *err) {
     json_array_foreach(bases, i, item) {
       if (!json_is_string(item))
         return cb_fail(err, "%s: " BASE_KEY "[%zu]: expected a path string, found %s", file, i,
-                       config_type_name(item));
+                       cb_json_kind(item));
     }
     return 0;
   }
   return cb_fail(err, "%s: " BASE_KEY ": expected a path string or a list of them, found %s", file,
-                 config_type_name(bases));
+                 cb_json_kind(bases));
 }
 
 static int load_one_base(include_chain *chain, json_t *merged, json_t *owners, const char *file,

@@ -2,6 +2,7 @@
 #define CBRICK_CONFIG_INTERNAL_H
 
 #include <jansson.h>
+#include "cbrick/args.h"
 #include "cbrick/error.h"
 
 /* The file at path, {{...}} substituted, parsed as one JSON object (new reference). */
@@ -16,7 +17,6 @@ int config_merge(json_t *dst, json_t *src, const char *file, const char *path, c
 int config_index(const char *part, size_t n, size_t *index);
 
 /* "a list", "an integer", ... for messages. */
-const char *config_type_name(const json_t *v);
 
 /* malloc'ed copy of printf output, or NULL. */
 char *config_strdupf(const char *fmt, ...) CB_PRINTF(1, 2);

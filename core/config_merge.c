@@ -6,28 +6,6 @@
 #define DELETE_KEY "_delete_"
 #define KEY_PATH_MAX 1024
 
-const char *config_type_name(const json_t *v) {
-  if (!v) return "nothing";
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "a dict";
-  case JSON_ARRAY:
-    return "a list";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-    return "an integer";
-  case JSON_REAL:
-    return "a float";
-  case JSON_TRUE:
-  case JSON_FALSE:
-    return "a boolean";
-  case JSON_NULL:
-    return "null";
-  }
-  return "an unknown value";
-}
-
 static void key_path(char *out, const char *path, const char *key) {
   if (path[0])
     snprintf(out, KEY_PATH_MAX, "%s.%s", path, key);
@@ -46,7 +24,7 @@ static int take_delete(json_t *obj, const char *file, const char *path, int *del
   if (!flag) return 0;
   if (!json_is_boolean(flag))
     return cb_fail(err, "%s: %s." DELETE_KEY ": expected true or false, found %s", file,
-                   shown(path), config_type_name(flag));
+                   shown(path), cb_json_kind(flag));
   *del = json_is_true(flag);
   json_object_del(obj, DELETE_KEY);
   return 0;
@@ -84,7 +62,7 @@ static int merge_key(json_t *dst, const char *key, json_t *value, const char *fi
     return cb_fail(err,
                    "%s: %s is a dict in this config but %s in its base config, so it cannot "
                    "inherit from it; set \"" DELETE_KEY "\": true in it to replace the base value",
-                   file, path, config_type_name(base));
+                   file, path, cb_json_kind(base));
   if (strip_delete(value, file, path, err)) return -1;
   if (json_object_set(dst, key, value)) return cb_fail(err, "%s: %s: out of memory", file, path);
   return 0;

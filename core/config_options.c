@@ -230,7 +230,7 @@ static json_t *descend(json_t *cur, const char *key, const char *part, size_t n,
   }
   if (!json_is_object(next) && !json_is_array(next)) {
     int upto = (int)(part - key) + (int)n;
-    cb_fail(err, "%.*s is %s, so nothing can be set inside it", upto, key, config_type_name(next));
+    cb_fail(err, "%.*s is %s, so nothing can be set inside it", upto, key, cb_json_kind(next));
     return NULL;
   }
   return next;
@@ -284,7 +284,7 @@ int cb_config_apply_option(json_t *cfg, const char *option, cb_error *err) {
     return cb_fail(err, "--cfg-options \"%s\": the key before '=' is empty", option);
   if (!json_is_object(cfg))
     return cb_fail(err, "--cfg-options %.*s: the config is %s, not a dict", key_len, option,
-                   config_type_name(cfg));
+                   cb_json_kind(cfg));
   char *key = strndup(option, (size_t)key_len);
   if (!key) return cb_fail(err, "--cfg-options %.*s: out of memory", key_len, option);
   json_t *value = parse_value(eq + 1, err);

@@ -349,8 +349,7 @@ static json_t *parse_json(const subst_text *t, const char *orig, size_t orig_len
     return NULL;
   }
   if (!json_is_object(root)) {
-    cb_fail(err, "%s: expected a JSON object at the top level, found %s", path,
-            config_type_name(root));
+    cb_fail(err, "%s: expected a JSON object at the top level, found %s", path, cb_json_kind(root));
     json_decref(root);
     return NULL;
   }

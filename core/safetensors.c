@@ -7,6 +7,7 @@
 #include <sys/mman.h>
 #include <sys/stat.h>
 #include <unistd.h>
+#include "cbrick/args.h"
 #include "float16.h"
 #include "weights_internal.h"
 
@@ -51,30 +52,10 @@ static const st_dtype *st_dtype_find(const char *name) {
   return NULL;
 }
 
-static const char *json_kind(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "an array";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-    return "an integer";
-  case JSON_REAL:
-    return "a number";
-  case JSON_TRUE:
-  case JSON_FALSE:
-    return "a boolean";
-  default:
-    return "null";
-  }
-}
-
 static int entry_shape(const char *path, st_entry *e, json_t *shape, cb_error *err) {
   if (!json_is_array(shape))
     return cb_fail(err, "%s: tensor '%s': shape must be a list of integers, found %s", path, e->key,
-                   shape ? json_kind(shape) : "nothing");
+                   cb_json_kind(shape));
   if (json_array_size(shape) > CB_MAX_DIMS)
     return cb_fail(err, "%s: tensor '%s': shape has %zu dims, at most %d are supported", path,
                    e->key, json_array_size(shape), CB_MAX_DIMS);
@@ -83,7 +64,7 @@ static int entry_shape(const char *path, st_entry *e, json_t *shape, cb_error *e
     json_t *dim = json_array_get(shape, (size_t)d);
     if (!json_is_integer(dim))
       return cb_fail(err, "%s: tensor '%s': shape[%d] must be an integer, found %s", path, e->key,
-                     d, json_kind(dim));
+                     d, cb_json_kind(dim));
     if (json_integer_value(dim) < 0)
       return cb_fail(err, "%s: tensor '%s': shape[%d] is negative (%lld)", path, e->key, d,
                      (long long)json_integer_value(dim));
@@ -97,7 +78,7 @@ static int entry_offsets(const char *path, st_entry *e, json_t *offsets, cb_erro
   if (!json_is_array(offsets) || json_array_size(offsets) != 2 || !json_is_integer(b) ||
       !json_is_integer(end))
     return cb_fail(err, "%s: tensor '%s': data_offsets must be [begin, end] integers, found %s",
-                   path, e->key, offsets ? json_kind(offsets) : "nothing");
+                   path, e->key, cb_json_kind(offsets));
   if (json_integer_value(b) < 0 || json_integer_value(end) < json_integer_value(b))
     return cb_fail(err, "%s: tensor '%s': data_offsets [%lld, %lld] are not 0 <= begin <= end",
                    path, e->key, (long long)json_integer_value(b),
@@ -119,14 +100,15 @@ static int entry_parse(const char *path, const char *key, json_t *v, st_entry *e
   const char *known[] = {"dtype", "shape", "data_offsets"};
   e->key = key;
   if (!json_is_object(v))
-    return cb_fail(err, "%s: tensor '%s': expected an object, found %s", path, key, json_kind(v));
+    return cb_fail(err, "%s: tensor '%s': expected an object, found %s", path, key,
+                   cb_json_kind(v));
   for (int i = 0; i < 3; i++)
     if (!json_object_get(v, known[i]))
       return cb_fail(err, "%s: tensor '%s': missing '%s'", path, key, known[i]);
   json_t *dtype = json_object_get(v, "dtype");
   if (!json_is_string(dtype))
     return cb_fail(err, "%s: tensor '%s': dtype must be a string, found %s", path, key,
-                   json_kind(dtype));
+                   cb_json_kind(dtype));
   e->dtype = st_dtype_find(json_string_value(dtype));
   if (!e->dtype) {
     cb_fail(err, "%s: tensor '%s': unknown dtype '%s'", path, key, json_string_value(dtype));
@@ -153,11 +135,11 @@ static int metadata_check(const char *path, json_t *meta, cb_error *err) {
   json_t *value;
   if (!json_is_object(meta))
     return cb_fail(err, "%s: __metadata__ must be an object of strings, found %s", path,
-                   json_kind(meta));
+                   cb_json_kind(meta));
   json_object_foreach(meta, key, value) {
     if (!json_is_string(value))
       return cb_fail(err, "%s: __metadata__['%s'] must be a string, found %s", path, key,
-                     json_kind(value));
+                     cb_json_kind(value));
   }
   return 0;
 }
@@ -214,7 +196,7 @@ static int header_read(st_file *f, json_t **out, cb_error *err) {
     return cb_fail(err, "%s: header is not valid JSON (line %d, column %d): %s", f->path, jerr.line,
                    jerr.column, jerr.text);
   if (!json_is_object(*out)) {
-    cb_fail(err, "%s: header must be a JSON object, found %s", f->path, json_kind(*out));
+    cb_fail(err, "%s: header must be a JSON object, found %s", f->path, cb_json_kind(*out));
     json_decref(*out);
     *out = NULL;
     return -1;

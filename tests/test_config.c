@@ -496,3 +496,16 @@ Test(config_option, refuses_malformed_options) {
   assert_at(cfg, "model.out_indices", "[0, 1, 2, 3]");
   json_decref(cfg);
 }
+
+Test(config, json_kind_names_values_as_a_python_config_does) {
+  const char *text[] = {"{}", "[]", "\"s\"", "3", "2.5", "true", "null"};
+  const char *want[] = {"a dict",  "a list",    "a string", "an integer",
+                        "a float", "a boolean", "null"};
+  for (int i = 0; i < 7; i++) {
+    json_t *v = json_loads(text[i], JSON_DECODE_ANY, NULL);
+    cr_assert_not_null(v, "bad test JSON: %s", text[i]);
+    cr_expect_str_eq(cb_json_kind(v), want[i], "%s", text[i]);
+    json_decref(v);
+  }
+  cr_expect_str_eq(cb_json_kind(NULL), "nothing");
+}

@@ -243,7 +243,7 @@ Test(safetensors, rejects_bad_lengths) {
 
 Test(safetensors, rejects_bad_json) {
   expect_header_error("{\"a\": ", 0, "not valid JSON");
-  expect_header_error("[1, 2]  ", 0, "must be a JSON object, found an array");
+  expect_header_error("[1, 2]  ", 0, "must be a JSON object, found a list");
   expect_header_error("{\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[0,4]},"
                       "\"a\":{\"dtype\":\"F32\",\"shape\":[1],\"data_offsets\":[4,8]}}",
                       8, "duplicate");

@@ -418,7 +418,7 @@ Test(resnet_blocks, stage_blocks_errors) {
   expect_backbone_error(
       "{\"type\": \"ResNet\", \"depth\": 26, \"block\": {\"type\": "
       "\"ScaledBottleneck\", \"expansion\": 4, \"stage_blocks\": 2}}",
-      "stage_blocks: expected a list of block counts, one per stage, found a number");
+      "stage_blocks: expected a list of block counts, one per stage, found an integer");
   expect_backbone_error(
       "{\"type\": \"ResNet\", \"depth\": 26, \"num_stages\": 3, \"strides\": [1, 2, 2], "
       "\"dilations\": [1, 1, 1], \"out_indices\": [2], \"block\": {\"type\": "

@@ -15,24 +15,6 @@ static const char *const passed_keys[] = {
     "zero_init_residual", "groups",   "base_width", "base_channels", NULL,
 };
 
-static const char *json_kind(const json_t *v) {
-  switch (json_typeof(v)) {
-  case JSON_OBJECT:
-    return "an object";
-  case JSON_ARRAY:
-    return "a list";
-  case JSON_STRING:
-    return "a string";
-  case JSON_INTEGER:
-  case JSON_REAL:
-    return "a number";
-  case JSON_NULL:
-    return "null";
-  default:
-    return "true or false";
-  }
-}
-
 static int refuse_passed_keys(cb_args *b, cb_error *err) {
   for (int i = 0; passed_keys[i]; i++)
     if (json_object_get(cb_args_json(b), passed_keys[i]))
@@ -89,7 +71,7 @@ static int read_expansion(cb_args *b, resnet_cfg *cfg, cb_error *err) {
 static int read_counts(json_t *list, const char *path, resnet_cfg *cfg, cb_error *err) {
   if (!json_is_array(list))
     return cb_fail(err, "%s: expected a list of block counts, one per stage, found %s", path,
-                   json_kind(list));
+                   cb_json_kind(list));
   size_t n = json_array_size(list);
   if (n < (size_t)cfg->num_stages || n > RESNET_MAX_STAGES) {
     if (cfg->num_stages == RESNET_MAX_STAGES)
@@ -108,7 +90,7 @@ static int read_counts(json_t *list, const char *path, resnet_cfg *cfg, cb_error
       if (json_is_integer(v))
         snprintf(found, sizeof found, "%lld", c);
       else
-        snprintf(found, sizeof found, "%s", json_kind(v));
+        snprintf(found, sizeof found, "%s", cb_json_kind(v));
       return cb_fail(err, "%s: item %zu: expected a positive integer up to %d, found %s", path, i,
                      MAX_BLOCKS, found);
     }

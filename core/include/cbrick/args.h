@@ -49,6 +49,10 @@ CB_API int cb_args_fail(const cb_args *a, const char *key, cb_error *err, const 
 /* Reports the first key never read ("type" is always allowed). */
 CB_API int cb_args_finish(const cb_args *a, cb_error *err);
 
+/* What a JSON value is, in the words of a Python config: "a dict", "a list", "a string", "an
+ * integer", "a float", "a boolean", "null", or "nothing" for NULL. */
+CB_API const char *cb_json_kind(const json_t *v);
+
 /* The closest of candidates to word by edit distance, or NULL if none is close. */
 CB_API const char *cb_closest_name(const char *word, const char *const *candidates, int n);
 
