@@ -167,6 +167,22 @@ int cb_args_string(cb_args *a, const char *key, const char *def, const char **ou
   return 0;
 }
 
+/* v is a list of at most max items, else an error saying what was expected. */
+static int check_list(const cb_args *a, const char *key, const json_t *v, const char *expected,
+                      int max, cb_error *err) {
+  if (!json_is_array(v)) return type_error(a, key, expected, v, err);
+  if ((int)json_array_size(v) > max)
+    return cb_args_fail(a, key, err, "expected at most %d items, found %zu", max,
+                        json_array_size(v));
+  return 0;
+}
+
+static int item_error(const cb_args *a, const char *key, size_t i, const char *expected,
+                      const json_t *item, cb_error *err) {
+  return cb_args_fail(a, key, err, "item %zu: expected %s, found %s", i, expected,
+                      cb_json_kind(item));
+}
+
 int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef, long long *out,
                      int max, int *n, cb_error *err) {
   json_t *v = cb_args_value(a, key);
@@ -183,16 +199,11 @@ int cb_args_int_list(cb_args *a, const char *key, const long long *def, int ndef
     *n = 1;
     return 0;
   }
-  if (!json_is_array(v)) return type_error(a, key, "a list of integers", v, err);
-  if ((int)json_array_size(v) > max)
-    return cb_args_fail(a, key, err, "expected at most %d items, found %zu", max,
-                        json_array_size(v));
+  if (check_list(a, key, v, "a list of integers", max, err)) return -1;
   size_t i;
   json_t *item;
   json_array_foreach(v, i, item) {
-    if (!json_is_integer(item))
-      return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
-                          cb_json_kind(item));
+    if (!json_is_integer(item)) return item_error(a, key, i, "an integer", item, err);
     out[i] = json_integer_value(item);
   }
   *n = (int)json_array_size(v);
@@ -203,16 +214,11 @@ int cb_args_bool_list(cb_args *a, const char *key, bool *out, int max, int *n, c
   json_t *v = cb_args_value(a, key);
   *n = 0;
   if (!v || json_is_null(v)) return 0;
-  if (!json_is_array(v)) return type_error(a, key, "a list of booleans", v, err);
-  if ((int)json_array_size(v) > max)
-    return cb_args_fail(a, key, err, "expected at most %d items, found %zu", max,
-                        json_array_size(v));
+  if (check_list(a, key, v, "a list of booleans", max, err)) return -1;
   size_t i;
   json_t *item;
   json_array_foreach(v, i, item) {
-    if (!json_is_boolean(item))
-      return cb_args_fail(a, key, err, "item %zu: expected true or false, found %s", i,
-                          cb_json_kind(item));
+    if (!json_is_boolean(item)) return item_error(a, key, i, "true or false", item, err);
     out[i] = json_is_true(item);
   }
   *n = (int)json_array_size(v);
@@ -231,9 +237,7 @@ static int pair_value(const cb_args *a, const char *key, json_t *v, long long ou
                         json_array_size(v));
   for (size_t i = 0; i < 2; i++) {
     json_t *item = json_array_get(v, i);
-    if (!json_is_integer(item))
-      return cb_args_fail(a, key, err, "item %zu: expected an integer, found %s", i,
-                          cb_json_kind(item));
+    if (!json_is_integer(item)) return item_error(a, key, i, "an integer", item, err);
     out[i] = json_integer_value(item);
   }
   return 0;
