@@ -100,41 +100,27 @@ static int compare_double(const void *a, const void *b) {
 
 #define PEAK_ITERS 20000000L
 
-__attribute__((target("avx512f,fma"), optimize("O3"))) static double fma_loop_avx512(void) {
-  typedef float v16 __attribute__((vector_size(64)));
-  v16 acc[12], a = {0}, m = {0};
-  for (int i = 0; i < 16; i++)
-    a[i] = 1e-7f, m[i] = 0.9999999f;
-  for (int k = 0; k < 12; k++)
-    acc[k] = a * (float)(k + 1);
-  for (long i = 0; i < PEAK_ITERS; i++) {
-#pragma GCC unroll 12
-    for (int k = 0; k < 12; k++)
-      acc[k] = acc[k] * m + a;
+/* fma_loop_<name>: the flops of PEAK_ITERS steps of 12 chains of vectors of `lanes` floats,
+ * plus their sum, kept live. */
+#define FMA_LOOP(name, isa, lanes)                                                                 \
+  __attribute__((target(isa), optimize("O3"))) static double fma_loop_##name(void) {               \
+    typedef float vec __attribute__((vector_size(4 * (lanes))));                                   \
+    vec acc[12], a = {0}, m = {0};                                                                 \
+    for (int i = 0; i < (lanes); i++)                                                              \
+      a[i] = 1e-7f, m[i] = 0.9999999f;                                                             \
+    for (int k = 0; k < 12; k++)                                                                   \
+      acc[k] = a * (float)(k + 1);                                                                 \
+    for (long i = 0; i < PEAK_ITERS; i++) {                                                        \
+      _Pragma("GCC unroll 12") for (int k = 0; k < 12; k++) acc[k] = acc[k] * m + a;               \
+    }                                                                                              \
+    float s = 0;                                                                                   \
+    for (int k = 0; k < 12; k++)                                                                   \
+      s += acc[k][0];                                                                              \
+    return s + 12.0 * (lanes)*2 * (double)PEAK_ITERS;                                              \
   }
-  float s = 0;
-  for (int k = 0; k < 12; k++)
-    s += acc[k][0];
-  return s + 12.0 * 16 * 2 * (double)PEAK_ITERS; /* flops, plus the sum kept live */
-}
 
-__attribute__((target("avx2,fma"), optimize("O3"))) static double fma_loop_avx2(void) {
-  typedef float v8 __attribute__((vector_size(32)));
-  v8 acc[12], a = {0}, m = {0};
-  for (int i = 0; i < 8; i++)
-    a[i] = 1e-7f, m[i] = 0.9999999f;
-  for (int k = 0; k < 12; k++)
-    acc[k] = a * (float)(k + 1);
-  for (long i = 0; i < PEAK_ITERS; i++) {
-#pragma GCC unroll 12
-    for (int k = 0; k < 12; k++)
-      acc[k] = acc[k] * m + a;
-  }
-  float s = 0;
-  for (int k = 0; k < 12; k++)
-    s += acc[k][0];
-  return s + 12.0 * 8 * 2 * (double)PEAK_ITERS;
-}
+FMA_LOOP(avx512, "avx512f,fma", 16)
+FMA_LOOP(avx2, "avx2,fma", 8)
 
 /* The peak of the instruction set that the kernels use (AVX2's on the portable path too). */
 static void *peak_thread(void *arg) {
