@@ -1,3 +1,5 @@
+#include <stdarg.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -275,4 +277,13 @@ static void print_tree(const cb_module *m, FILE *out, int indent) {
 void cb_module_print(const cb_module *m, FILE *out) {
   print_tree(m, out, 0);
   fputc('\n', out);
+}
+
+size_t cb_repr_append(char *buf, size_t cap, size_t len, const char *fmt, ...) {
+  if (len >= cap) return len;
+  va_list ap;
+  va_start(ap, fmt);
+  int n = vsnprintf(buf + len, cap - len, fmt, ap);
+  va_end(ap);
+  return n < 0 ? len : len + (size_t)n;
 }

@@ -1,4 +1,3 @@
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -78,26 +77,17 @@ static int conv_lower(cb_module *m, cb_plan_builder *b, int input, int *output, 
                       &p, output, err);
 }
 
-static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) CB_PRINTF(4, 5);
-static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) {
-  if (len >= cap) return len;
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf + len, cap - len, fmt, ap);
-  va_end(ap);
-  return n < 0 ? len : len + (size_t)n;
-}
-
 static void conv_extra_repr(const cb_module *m, char *buf, size_t cap) {
   const conv_impl *c = m->impl;
-  size_t len = appendf(buf, cap, 0, "%d, %d, kernel_size=(%d, %d), stride=(%d, %d)", c->in_channels,
-                       c->out_channels, c->kernel.h, c->kernel.w, c->stride.h, c->stride.w);
+  size_t len =
+      cb_repr_append(buf, cap, 0, "%d, %d, kernel_size=(%d, %d), stride=(%d, %d)", c->in_channels,
+                     c->out_channels, c->kernel.h, c->kernel.w, c->stride.h, c->stride.w);
   if (c->padding.h || c->padding.w)
-    len = appendf(buf, cap, len, ", padding=(%d, %d)", c->padding.h, c->padding.w);
+    len = cb_repr_append(buf, cap, len, ", padding=(%d, %d)", c->padding.h, c->padding.w);
   if (c->dilation.h != 1 || c->dilation.w != 1)
-    len = appendf(buf, cap, len, ", dilation=(%d, %d)", c->dilation.h, c->dilation.w);
-  if (c->groups != 1) len = appendf(buf, cap, len, ", groups=%d", c->groups);
-  if (!c->bias) appendf(buf, cap, len, ", bias=False");
+    len = cb_repr_append(buf, cap, len, ", dilation=(%d, %d)", c->dilation.h, c->dilation.w);
+  if (c->groups != 1) len = cb_repr_append(buf, cap, len, ", groups=%d", c->groups);
+  if (!c->bias) cb_repr_append(buf, cap, len, ", bias=False");
 }
 
 static const cb_module_ops conv_ops = {

@@ -1,4 +1,3 @@
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include "cbrick.h"
@@ -79,19 +78,9 @@ static int pool_lower(cb_module *m, cb_plan_builder *b, int input, int *output, 
   return cb_plan_pool(b, input, p->is_max, &params, output, err);
 }
 
-static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) CB_PRINTF(4, 5);
-static size_t appendf(char *buf, size_t cap, size_t len, const char *fmt, ...) {
-  if (len >= cap) return len;
-  va_list ap;
-  va_start(ap, fmt);
-  int n = vsnprintf(buf + len, cap - len, fmt, ap);
-  va_end(ap);
-  return n < 0 ? len : len + (size_t)n;
-}
-
 static size_t append_value(char *buf, size_t cap, size_t len, const char *key, pool_value v) {
-  if (v.scalar) return appendf(buf, cap, len, "%s%s=%d", len ? ", " : "", key, v.h);
-  return appendf(buf, cap, len, "%s%s=(%d, %d)", len ? ", " : "", key, v.h, v.w);
+  if (v.scalar) return cb_repr_append(buf, cap, len, "%s%s=%d", len ? ", " : "", key, v.h);
+  return cb_repr_append(buf, cap, len, "%s%s=(%d, %d)", len ? ", " : "", key, v.h, v.w);
 }
 
 static void pool_extra_repr(const cb_module *m, char *buf, size_t cap) {
@@ -102,7 +91,7 @@ static void pool_extra_repr(const cb_module *m, char *buf, size_t cap) {
   len = append_value(buf, cap, len, "padding", p->padding);
   if (!p->is_max) return;
   len = append_value(buf, cap, len, "dilation", p->dilation);
-  appendf(buf, cap, len, ", ceil_mode=%s", p->ceil_mode ? "True" : "False");
+  cb_repr_append(buf, cap, len, ", ceil_mode=%s", p->ceil_mode ? "True" : "False");
 }
 
 static const cb_module_ops max_pool_ops = {

@@ -164,3 +164,15 @@ Test(error, prefix_keeps_message) {
   cb_error_prefix(&err, "%s: ", "configs/a.json");
   cr_assert_str_eq(err.msg, "configs/a.json: depth: expected 18..152, found 51");
 }
+
+Test(module, repr_append_formats_in_place_and_truncates) {
+  char buf[12];
+  size_t len = cb_repr_append(buf, sizeof buf, 0, "%d, %d", 3, 64);
+  cr_expect_eq(len, 5);
+  cr_expect_str_eq(buf, "3, 64");
+  len = cb_repr_append(buf, sizeof buf, len, ", bias=%s", "False");
+  cr_expect_eq(len, 17, "the length it would have had");
+  cr_expect_str_eq(buf, "3, 64, bias", "truncated to the buffer");
+  cr_expect_eq(cb_repr_append(buf, sizeof buf, len, "more"), 17, "a full buffer is left alone");
+  cr_expect_str_eq(buf, "3, 64, bias");
+}

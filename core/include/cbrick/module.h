@@ -106,6 +106,10 @@ CB_API int cb_module_visit(cb_module *m, cb_module_fn fn, void *ud);
 CB_API int64_t cb_module_count_params(const cb_module *m);
 /* PyTorch-style repr of the tree. */
 CB_API void cb_module_print(const cb_module *m, FILE *out);
+/* For extra_repr: formats onto the first len characters of buf (capacity cap), truncating;
+ * returns the new length (len unchanged once buf is full). */
+CB_API size_t cb_repr_append(char *buf, size_t cap, size_t len, const char *fmt, ...)
+    CB_PRINTF(4, 5);
 
 /* A container whose forward runs its children in order ("0", "1", ... or named). */
 CB_API cb_module *cb_sequential_new(cb_error *err);
