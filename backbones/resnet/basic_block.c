@@ -27,19 +27,10 @@ static int add_layers(cb_module *m, const block_spec *s, char (*paths)[512], cb_
 
 cb_module *basic_block_new(const block_spec *spec, cb_module *downsample, const char *path,
                            cb_error *err) {
-  char paths[3][512];
-  snprintf(paths[0], sizeof paths[0], "%s.conv_cfg", path);
-  snprintf(paths[1], sizeof paths[1], "%s.norm_cfg", path);
-  snprintf(paths[2], sizeof paths[2], "%s.dcn", path);
-  cb_module *m = block_module_new(&basic_ops, BLOCK_BASIC, spec->zero_init, err);
-  if (!m || add_layers(m, spec, paths, err)) {
-    cb_module_free(downsample);
-    cb_module_free(m);
-    return NULL;
-  }
-  if ((downsample && cb_module_add_child(m, "downsample", downsample, err)) ||
-      block_add_plugins(m, spec, AFTER_CONV1, spec->planes, path, err) ||
-      block_add_plugins(m, spec, AFTER_CONV2, spec->planes, path, err)) {
+  cb_module *m =
+      block_with_layers(&basic_ops, BLOCK_BASIC, spec, downsample, path, add_layers, err);
+  if (m && (block_add_plugins(m, spec, AFTER_CONV1, spec->planes, path, err) ||
+            block_add_plugins(m, spec, AFTER_CONV2, spec->planes, path, err))) {
     cb_module_free(m);
     return NULL;
   }

@@ -1,5 +1,6 @@
 /* What BasicBlock and Bottleneck share: building children through the registries,
  * plugins at a position, the residual sum and the block's init_cfg. */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -9,8 +10,8 @@ int block_expansion(block_type type) {
   return type == BLOCK_BOTTLENECK ? 4 : 1;
 }
 
-cb_module *block_module_new(const cb_module_ops *ops, block_type type, bool zero_init,
-                            cb_error *err) {
+static cb_module *block_module_new(const cb_module_ops *ops, block_type type, bool zero_init,
+                                   cb_error *err) {
   res_block *b = calloc(1, sizeof *b);
   if (!b) {
     cb_fail(err, "%s: out of memory", ops->kind);
@@ -20,6 +21,26 @@ cb_module *block_module_new(const cb_module_ops *ops, block_type type, bool zero
   b->zero_init = zero_init;
   cb_module *m = cb_module_new(ops, b, err);
   if (!m) free(b);
+  return m;
+}
+
+cb_module *block_with_layers(const cb_module_ops *ops, block_type type, const block_spec *spec,
+                             cb_module *downsample, const char *path, block_layers_fn add_layers,
+                             cb_error *err) {
+  char paths[3][512];
+  snprintf(paths[0], sizeof paths[0], "%s.conv_cfg", path);
+  snprintf(paths[1], sizeof paths[1], "%s.norm_cfg", path);
+  snprintf(paths[2], sizeof paths[2], "%s.dcn", path);
+  cb_module *m = block_module_new(ops, type, spec->zero_init, err);
+  if (!m || add_layers(m, spec, paths, err)) {
+    cb_module_free(downsample);
+    cb_module_free(m);
+    return NULL;
+  }
+  if (downsample && cb_module_add_child(m, "downsample", downsample, err)) {
+    cb_module_free(m);
+    return NULL;
+  }
   return m;
 }
 

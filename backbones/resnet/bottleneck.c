@@ -40,20 +40,11 @@ static int add_layers(cb_module *m, const block_spec *s, char (*paths)[512], cb_
 
 cb_module *bottleneck_new(const block_spec *spec, cb_module *downsample, const char *path,
                           cb_error *err) {
-  char paths[3][512];
-  snprintf(paths[0], sizeof paths[0], "%s.conv_cfg", path);
-  snprintf(paths[1], sizeof paths[1], "%s.norm_cfg", path);
-  snprintf(paths[2], sizeof paths[2], "%s.dcn", path);
-  cb_module *m = block_module_new(&bottleneck_ops, BLOCK_BOTTLENECK, spec->zero_init, err);
-  if (!m || add_layers(m, spec, paths, err)) {
-    cb_module_free(downsample);
-    cb_module_free(m);
-    return NULL;
-  }
-  if ((downsample && cb_module_add_child(m, "downsample", downsample, err)) ||
-      block_add_plugins(m, spec, AFTER_CONV1, bottleneck_width(spec), path, err) ||
-      block_add_plugins(m, spec, AFTER_CONV2, bottleneck_width(spec), path, err) ||
-      block_add_plugins(m, spec, AFTER_CONV3, spec->planes * 4, path, err)) {
+  cb_module *m =
+      block_with_layers(&bottleneck_ops, BLOCK_BOTTLENECK, spec, downsample, path, add_layers, err);
+  if (m && (block_add_plugins(m, spec, AFTER_CONV1, bottleneck_width(spec), path, err) ||
+            block_add_plugins(m, spec, AFTER_CONV2, bottleneck_width(spec), path, err) ||
+            block_add_plugins(m, spec, AFTER_CONV3, spec->planes * 4, path, err))) {
     cb_module_free(m);
     return NULL;
   }

@@ -85,8 +85,15 @@ cb_module *bottleneck_new(const block_spec *spec, cb_module *downsample, const c
                           cb_error *err);
 
 /* Block pieces (block.c). */
-cb_module *block_module_new(const cb_module_ops *ops, block_type type, bool zero_init,
-                            cb_error *err);
+/* Adds a block's convs, norms and ReLU; paths are those of conv_cfg, norm_cfg and dcn, which
+ * errors name. */
+typedef int (*block_layers_fn)(cb_module *m, const block_spec *s, char (*paths)[512],
+                               cb_error *err);
+/* A block of ops' kind with its layers and downsample (owned, also on failure), without
+ * plugins; NULL on error. */
+cb_module *block_with_layers(const cb_module_ops *ops, block_type type, const block_spec *spec,
+                             cb_module *downsample, const char *path, block_layers_fn add_layers,
+                             cb_error *err);
 int block_add_conv(cb_module *m, json_t *conv_cfg, const char *path, const char *name,
                    const cb_conv_spec *spec, cb_error *err);
 int block_add_norm(cb_module *m, const resnet_cfg *cfg, const char *path, int channels, int index,
