@@ -17,8 +17,7 @@ struct cb_args {
 
 cb_args *cb_args_new(json_t *cfg, const char *path, cb_error *err) {
   if (!json_is_object(cfg)) {
-    cb_fail(err, "%s: expected an object, found %s", path,
-            cfg ? (json_is_array(cfg) ? "a list" : "a scalar") : "nothing");
+    cb_fail(err, "%s: expected an object, found %s", path, cb_json_kind(cfg));
     return NULL;
   }
   cb_args *a = calloc(1, sizeof *a);

@@ -46,8 +46,7 @@ cb_module *cb_build(const char *registry, json_t *cfg, json_t *default_args, con
                     cb_error *err) {
   if (!path) path = registry;
   if (cfg && !json_is_object(cfg)) {
-    cb_fail(err, "%s: expected an object with a \"type\" key, found %s", path,
-            json_is_array(cfg) ? "a list" : "a scalar");
+    cb_fail(err, "%s: expected an object with a \"type\" key, found %s", path, cb_json_kind(cfg));
     return NULL;
   }
   json_t *merged = merge_defaults(cfg, default_args);

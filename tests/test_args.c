@@ -18,6 +18,17 @@ static void expect_message(const cb_error *err, const char *want) {
   cr_expect(strstr(err->msg, want), "expected '%s' in: %s", want, err->msg);
 }
 
+Test(args, new_refuses_what_is_not_an_object) {
+  cb_error err = {0};
+  json_t *v = json_integer(3);
+  cr_expect_null(cb_args_new(v, "model.neck", &err));
+  expect_message(&err, "model.neck: expected an object, found an integer");
+  json_decref(v);
+  memset(&err, 0, sizeof err);
+  cr_expect_null(cb_args_new(NULL, "model.neck", &err));
+  expect_message(&err, "model.neck: expected an object, found nothing");
+}
+
 Test(args, int_list_reads_a_list_a_bare_integer_or_the_default) {
   json_t *cfg;
   cb_args *a = args_of("{\"l\": [3, 4, 5], \"s\": 7}", &cfg);

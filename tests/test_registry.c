@@ -119,6 +119,12 @@ Test(registry, missing_and_bad_type) {
   cr_assert_null(cb_build("BACKBONES", c, NULL, "model.backbone", &err));
   cr_assert(strstr(err.msg, "found a list"), "%s", err.msg);
   json_decref(c);
+  c = json_string("ResNet");
+  cr_assert_null(cb_build("BACKBONES", c, NULL, "model.backbone", &err));
+  cr_assert(
+      strstr(err.msg, "model.backbone: expected an object with a \"type\" key, found a string"),
+      "%s", err.msg);
+  json_decref(c);
 }
 
 Test(registry, unknown_key_with_suggestion) {
