@@ -415,7 +415,7 @@ static void padded_task(void *ctx, int task, int thread) {
                    oh * c->p.stride_h * padded_cols(j->w, &c->p);
   int64_t out_off = img * c->o * j->cols + oh * j->ow;
   const float *res = j->residual ? j->residual + out_off : NULL;
-  bool accumulate = res && n->residual_in_place;
+  if (res && n->residual_in_place) res = j->y + out_off; /* the output holds the residual */
   for (int64_t ow0 = 0; ow0 < j->ow; ow0 += GEMM_NR)
     for (int64_t m = 0; m < j->og; m += GEMM_MR) {
       gemm_tile t = {.kc = c->k,
@@ -426,10 +426,9 @@ static void padded_task(void *ctx, int task, int thread) {
                      .ldc = j->cols,
                      .mr = (int)(j->og - m < GEMM_MR ? j->og - m : GEMM_MR),
                      .nr = (int)(j->ow - ow0 < GEMM_NR ? j->ow - ow0 : GEMM_NR),
-                     .load_c = accumulate,
                      .last = true,
                      .bias = c->bias + m,
-                     .res = accumulate || !res ? NULL : res + m * j->cols + ow0,
+                     .res = res ? res + m * j->cols + ow0 : NULL,
                      .relu = n->relu};
       j->plan->kernels->tile(&t);
     }
@@ -442,7 +441,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
   int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
   float *y = j->y + out_off;
   const float *res = j->residual ? j->residual + out_off : NULL;
-  bool accumulate = res && n->residual_in_place;
+  if (res && n->residual_in_place) res = y; /* the output holds the residual */
   float *panel = c->shared_panel ? j->plan->shared + n0 * c->k
                                  : j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
   int64_t slabs = (n1 - n0 + GEMM_NR - 1) / GEMM_NR, blocks = (j->og + GEMM_MR - 1) / GEMM_MR;
@@ -452,25 +451,21 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
   }
   const float *a_group = c->packed + (int64_t)g * blocks * GEMM_MR * c->k;
   const float *bias = c->bias + (int64_t)g * j->og;
-  for (int64_t k0 = 0; k0 < c->k; k0 += GEMM_KC) {
-    int64_t kc = c->k - k0 < GEMM_KC ? c->k - k0 : GEMM_KC;
-    for (int64_t m = m0; m < m1; m += GEMM_MR) {
-      for (int64_t s = 0; s < slabs; s++) {
-        int64_t c0 = n0 + s * GEMM_NR;
-        gemm_tile t = {.kc = kc,
-                       .a = a_group + (m / GEMM_MR) * GEMM_MR * c->k + k0 * GEMM_MR,
-                       .b = panel + s * c->k * GEMM_NR + k0 * GEMM_NR,
-                       .c = y + m * j->cols + c0,
-                       .ldc = j->cols,
-                       .mr = (int)(m1 - m < GEMM_MR ? m1 - m : GEMM_MR),
-                       .nr = (int)(n1 - c0 < GEMM_NR ? n1 - c0 : GEMM_NR),
-                       .load_c = k0 > 0 || accumulate,
-                       .last = k0 + kc == c->k,
-                       .bias = bias + m,
-                       .res = accumulate || !res ? NULL : res + m * j->cols + c0,
-                       .relu = n->relu};
-        j->plan->kernels->tile(&t);
-      }
+  for (int64_t m = m0; m < m1; m += GEMM_MR) {
+    for (int64_t s = 0; s < slabs; s++) {
+      int64_t c0 = n0 + s * GEMM_NR;
+      gemm_tile t = {.kc = c->k,
+                     .a = a_group + (m / GEMM_MR) * GEMM_MR * c->k,
+                     .b = panel + s * c->k * GEMM_NR,
+                     .c = y + m * j->cols + c0,
+                     .ldc = j->cols,
+                     .mr = (int)(m1 - m < GEMM_MR ? m1 - m : GEMM_MR),
+                     .nr = (int)(n1 - c0 < GEMM_NR ? n1 - c0 : GEMM_NR),
+                     .last = true,
+                     .bias = bias + m,
+                     .res = res ? res + m * j->cols + c0 : NULL,
+                     .relu = n->relu};
+      j->plan->kernels->tile(&t);
     }
   }
 }

@@ -42,6 +42,16 @@ finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0, __mmas
   _mm512_mask_storeu_ps(c + 16, m1, hi);
 }
 
+/* The residual that the epilogue adds, fetched while the tile is computed: it was written
+ * layers ago and has left L1 and often L2; loading it into the accumulators first stalled every
+ * tile of a bottleneck's last convolution on its miss. */
+TARGET static inline void prefetch_rows(const gemm_tile *t) {
+  for (int i = 0; i < t->mr; i++) {
+    _mm_prefetch((const char *)(t->res + i * t->ldc), _MM_HINT_T0);
+    _mm_prefetch((const char *)(t->res + i * t->ldc + 16), _MM_HINT_T0);
+  }
+}
+
 #define ROWS4(X) X(0) X(1) X(2) X(3)
 #define ROWS8(X) ROWS4(X) X(4) X(5) X(6) X(7)
 #define ROWS12(X) ROWS8(X) X(8) X(9) X(10) X(11)
@@ -72,6 +82,7 @@ finish_row(const gemm_tile *t, int i, __m512 lo, __m512 hi, __mmask16 m0, __mmas
     if (t->load_c) {                                                                               \
       ROWS(LOAD)                                                                                   \
     }                                                                                              \
+    if (t->last && t->res) prefetch_rows(t);                                                       \
     const float *a = t->a;                                                                         \
     for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR) {                                            \
       _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \
@@ -104,6 +115,7 @@ GEMM_KERNEL(tile_rows12_in_place, ROWS12, B_IN_PLACE)
     if (t->load_c) {                                                                               \
       ROWS(HLOAD)                                                                                  \
     }                                                                                              \
+    if (t->last && t->res) prefetch_rows(t);                                                       \
     const float *a = t->a;                                                                         \
     for (int64_t k = 0; k < t->kc; k++, a += GEMM_MR) {                                            \
       _mm_prefetch((const char *)(a + PREFETCH_FLOATS), _MM_HINT_T0);                              \

@@ -9,8 +9,6 @@
  * (plan_gemm.c) and for AVX2 with FMA (plan_gemm_avx2.c) on the same packing. */
 #define GEMM_MR 12
 #define GEMM_NR 32
-/* Depth per pass over a tile; unblocked measured fastest (the slab stays in L2). */
-#define GEMM_KC ((int64_t)1 << 40)
 
 /* The small-map kernel: C^T[pixels <= SMALL_PR x SMALL_NO output channels] over an unpacked
  * input A[k][pixel] (row stride lda, one broadcast per pixel) and weights packed [k][SMALL_NO].
