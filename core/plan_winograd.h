@@ -73,6 +73,74 @@ static inline void wg_gather_setup(const wg_job *j, int64_t t0, int64_t t1, int 
   }
 }
 
+/* The input rows of sixteen patches along a row, split into the patches' columns: a reader
+ * per step from one patch to the next (wg_row2, wg_row3, wg_row4), each with _init(reader,
+ * x0, w) for patches whose first column is x0 in rows of w inputs, and _columns(reader, row,
+ * side, d) for columns b < side of the patches in the row from row[0] (the first patch's first
+ * column), one vector of patches each, zero outside the map. */
+
+/* Step 2 (F(2x2)): two loads at the patches' column 0 and two at column 2, split into even
+ * and odd columns. */
+typedef struct wg_row2 {
+  __mmask16 m[4];
+  __m512i even, odd;
+} wg_row2;
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row2_init(wg_row2 *r, int64_t x0, int64_t w) {
+#pragma GCC unroll 16
+  for (int q = 0; q < 4; q++)
+    r->m[q] = wg_inside(x0 + 16 * (q % 2) + 2 * (q / 2), w);
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  r->even = _mm512_add_epi32(lane, lane);
+  r->odd = _mm512_add_epi32(r->even, _mm512_set1_epi32(1));
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row2_columns(const wg_row2 *r, const float *row, int side, __m512 *d) {
+  (void)side;
+#pragma GCC unroll 16
+  for (int h = 0; h < 2; h++) {
+    __m512 lo = _mm512_maskz_loadu_ps(r->m[2 * h], row + 2 * h);
+    __m512 hi = _mm512_maskz_loadu_ps(r->m[2 * h + 1], row + 2 * h + 16);
+    d[2 * h] = _mm512_permutex2var_ps(lo, r->even, hi);
+    d[2 * h + 1] = _mm512_permutex2var_ps(lo, r->odd, hi);
+  }
+}
+
+/* Step 3 (F(3x3)): four loads, lane i of column b taken from element 3i + b. */
+typedef struct wg_row3 {
+  __mmask16 m[4], high[5];
+  __m512i idx[5];
+} wg_row3;
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row3_init(wg_row3 *r, int64_t x0, int64_t w) {
+#pragma GCC unroll 16
+  for (int q = 0; q < 4; q++)
+    r->m[q] = wg_inside(x0 + 16 * q, w);
+  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#pragma GCC unroll 16
+  for (int b = 0; b < 5; b++) {
+    __m512i at =
+        _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(3)), _mm512_set1_epi32(b));
+    r->high[b] = _mm512_cmpge_epi32_mask(at, _mm512_set1_epi32(32));
+    r->idx[b] = _mm512_and_si512(at, _mm512_set1_epi32(31));
+  }
+}
+
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_row3_columns(const wg_row3 *r, const float *row, int side, __m512 *d) {
+  __m512 q[4];
+#pragma GCC unroll 16
+  for (int k = 0; k < 4; k++)
+    q[k] = _mm512_maskz_loadu_ps(r->m[k], row + 16 * k);
+#pragma GCC unroll 16
+  for (int b = 0; b < side; b++)
+    d[b] = _mm512_mask_blend_ps(r->high[b], _mm512_permutex2var_ps(q[0], r->idx[b], q[1]),
+                                _mm512_permutex2var_ps(q[2], r->idx[b], q[3]));
+}
+
 /* Columns 4i + b (i < 16) of the 64 floats in l[0..3]; idx = 4i + b modulo 32. */
 __attribute__((target("avx512f"))) static inline __m512 wg_every_fourth(const __m512 *l,
                                                                         __m512i idx) {
@@ -80,14 +148,12 @@ __attribute__((target("avx512f"))) static inline __m512 wg_every_fourth(const __
                               _mm512_permutex2var_ps(l[2], idx, l[3]));
 }
 
-/* Sixteen patches 4 apart along an input row (F(4x4), and F(2x2) at stride 2): eight loads at
- * the patches' columns 0 and 4, masked to the map, split into each patch's columns. */
+/* Step 4 (F(4x4), and F(2x2) at stride 2): eight loads at the patches' columns 0 and 4. */
 typedef struct wg_row4 {
   __mmask16 m[8];
   __m512i idx[4];
 } wg_row4;
 
-/* For patches whose first column is x0, in rows of w inputs. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 wg_row4_init(wg_row4 *r, int64_t x0, int64_t w) {
 #pragma GCC unroll 16
@@ -101,8 +167,6 @@ wg_row4_init(wg_row4 *r, int64_t x0, int64_t w) {
         _mm512_and_si512(_mm512_add_epi32(four, _mm512_set1_epi32(b)), _mm512_set1_epi32(31));
 }
 
-/* Columns b < side (at most 8) of the patches in the row from row[0] (the first patch's first
- * column), one vector of patches each. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 wg_row4_columns(const wg_row4 *r, const float *row, int side, __m512 *d) {
   __m512 q[8];
@@ -163,8 +227,9 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
 }
 
 /* A variant's column pass, V = (B^T d) B from the row transforms e[a] = B^T (patch row a)
- * (store_columns), and its input transform of whole tile rows (transform_rows), for patches
- * of SIDE inputs, STEP apart, whose B^T on SIDE vectors is BT. */
+ * (store_columns), and its input transforms of whole tile rows (transform_rows) and of n <= 16
+ * tiles of one tile row from tile (ty, tx) (transform_segment, read by wg_row##STEP), for
+ * patches of SIDE inputs, STEP apart, whose B^T on SIDE vectors is BT. */
 #define WG_ROW_TRANSFORMS(SIDE, STEP, BT)                                                          \
   __attribute__((target("avx512f,fma"), always_inline)) static inline void store_columns(          \
       __m512 e[SIDE][SIDE], float *v, int64_t pos_stride, __mmask16 store) {                       \
@@ -188,6 +253,31 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
         BT(d, e[a]);                                                                               \
       }                                                                                            \
       store_columns(e, v, l->ldp, rows.store);                                                     \
+    }                                                                                              \
+  }                                                                                                \
+  __attribute__((target("avx512f,fma"))) static void transform_segment(                            \
+      const wg_job *j, const float *x, int64_t ty, int64_t tx, int n, float *v,                    \
+      const wg_layout *l) {                                                                        \
+    int64_t y0 = STEP * ty - j->node->conv.p.pad_h, x0 = STEP * tx - j->node->conv.p.pad_w;        \
+    wg_row##STEP reader;                                                                           \
+    wg_row##STEP##_init(&reader, x0, j->w);                                                        \
+    bool row_in[SIDE];                                                                             \
+    _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++) row_in[a] =                            \
+        y0 + a >= 0 && y0 + a < j->h;                                                              \
+    __mmask16 store = (__mmask16)((1u << n) - 1);                                                  \
+    for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {                                    \
+      const float *plane = x + ch * j->h * j->w;                                                   \
+      __m512 e[SIDE][SIDE];                                                                        \
+      _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++) {                                    \
+        __m512 d[SIDE];                                                                            \
+        if (row_in[a]) {                                                                           \
+          wg_row##STEP##_columns(&reader, plane + (y0 + a) * j->w + x0, SIDE, d);                  \
+          BT(d, e[a]);                                                                             \
+        } else {                                                                                   \
+          _Pragma("GCC unroll 16") for (int b = 0; b < SIDE; b++) e[a][b] = _mm512_setzero_ps();   \
+        }                                                                                          \
+      }                                                                                            \
+      store_columns(e, v, l->ldp, store);                                                          \
     }                                                                                              \
   }
 

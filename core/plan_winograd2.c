@@ -28,77 +28,15 @@ static void weight_transform(const float *g, float *u) {
   }
 }
 
-/* V = B^T d B of 16 patches (B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]), the 16
- * positions pos_stride apart, the first n tiles of each vector stored. */
-TARGET static inline void store_patch(__m512 d[4][4], float *v, int64_t pos_stride,
-                                      __mmask16 store) {
-  __m512 r[4][4];
-#pragma GCC unroll 16
-  for (int b = 0; b < 4; b++) {
-    r[0][b] = _mm512_sub_ps(d[0][b], d[2][b]);
-    r[1][b] = _mm512_add_ps(d[1][b], d[2][b]);
-    r[2][b] = _mm512_sub_ps(d[2][b], d[1][b]);
-    r[3][b] = _mm512_sub_ps(d[1][b], d[3][b]);
-  }
-#pragma GCC unroll 16
-  for (int a = 0; a < 4; a++) {
-    float *o = v + a * 4 * pos_stride;
-    _mm512_mask_storeu_ps(o, store, _mm512_sub_ps(r[a][0], r[a][2]));
-    _mm512_mask_storeu_ps(o + pos_stride, store, _mm512_add_ps(r[a][1], r[a][2]));
-    _mm512_mask_storeu_ps(o + 2 * pos_stride, store, _mm512_sub_ps(r[a][2], r[a][1]));
-    _mm512_mask_storeu_ps(o + 3 * pos_stride, store, _mm512_sub_ps(r[a][1], r[a][3]));
-  }
+/* B^T d for four vectors, B^T = [[1,0,-1,0],[0,1,1,0],[0,-1,1,0],[0,1,0,-1]]. */
+TARGET static inline void bt4(const __m512 *d, __m512 *r) {
+  r[0] = _mm512_sub_ps(d[0], d[2]);
+  r[1] = _mm512_add_ps(d[1], d[2]);
+  r[2] = _mm512_sub_ps(d[2], d[1]);
+  r[3] = _mm512_sub_ps(d[1], d[3]);
 }
 
-/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
- * row of the 4x4 patches is two loads, split into even and odd columns. */
-TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
-                                     float *v, const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp;
-  int64_t y0 = 2 * ty - c->p.pad_h, x0 = 2 * tx - c->p.pad_w;
-  __mmask16 m[4] = {wg_inside(x0, j->w), wg_inside(x0 + 16, j->w), wg_inside(x0 + 2, j->w),
-                    wg_inside(x0 + 18, j->w)};
-  bool row_in[4];
-#pragma GCC unroll 16
-  for (int a = 0; a < 4; a++)
-    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i even = _mm512_add_epi32(lane, lane), odd = _mm512_add_epi32(even, _mm512_set1_epi32(1));
-  __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 d[4][4];
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++) {
-      if (!row_in[a]) {
-        d[a][0] = d[a][1] = d[a][2] = d[a][3] = _mm512_setzero_ps();
-        continue;
-      }
-      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
-      __m512 l0 = _mm512_maskz_loadu_ps(m[0], row), h0 = _mm512_maskz_loadu_ps(m[1], row + 16);
-      __m512 l2 = _mm512_maskz_loadu_ps(m[2], row + 2), h2 = _mm512_maskz_loadu_ps(m[3], row + 18);
-      d[a][0] = _mm512_permutex2var_ps(l0, even, h0);
-      d[a][1] = _mm512_permutex2var_ps(l0, odd, h0);
-      d[a][2] = _mm512_permutex2var_ps(l2, even, h2);
-      d[a][3] = _mm512_permutex2var_ps(l2, odd, h2);
-    }
-    store_patch(d, v, pos_stride, store);
-  }
-}
-
-/* V for `count` whole tile rows from ty (wg_rows). */
-TARGET static void transform_rows(const wg_job *j, const float *x, int64_t ty, int count, float *v,
-                                  const wg_layout *l) {
-  wg_rows rows;
-  wg_rows_init(&rows, j, count, 2, 4);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 d[4][4];
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++)
-      wg_rows_columns(&rows, j, x + ch * j->h * j->w, ty, a, 4, d[a]);
-    store_patch(d, v, l->ldp, rows.store);
-  }
-}
+WG_ROW_TRANSFORMS(4, 2, bt4)
 
 /* The dilated case: V for tiles [t0, t1) (at most 16), each input of the 4x4 patches
  * gathered, dil apart. */
@@ -112,15 +50,18 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
   __mmask16 store = (__mmask16)((1u << (t1 - t0)) - 1);
   for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
     const float *src = x + ch * plane;
-    __m512 dd[4][4];
+    __m512 e[4][4];
 #pragma GCC unroll 16
-    for (int a = 0; a < 4; a++)
+    for (int a = 0; a < 4; a++) {
+      __m512 dd[4];
 #pragma GCC unroll 16
       for (int b = 0; b < 4; b++)
-        dd[a][b] = _mm512_mask_i32gather_ps(
+        dd[b] = _mm512_mask_i32gather_ps(
             _mm512_setzero_ps(), row[a] & col[b],
             _mm512_add_epi32(base, _mm512_set1_epi32((int)(d * (a * j->w + b)))), src, 4);
-    store_patch(dd, v, pos_stride, store);
+      bt4(dd, e[a]);
+    }
+    store_columns(e, v, pos_stride, store);
   }
 }
 

@@ -56,39 +56,6 @@ TARGET static inline void at5(const __m512 *m, __m512 *o) {
 
 WG_ROW_TRANSFORMS(WG_SIDE, 4, bt5)
 
-/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
- * row of the 5x5 patches is eight loads (at the patches' columns 0 and 4), split into the
- * columns of each patch. */
-TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
-                                     float *v, const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp;
-  int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
-  wg_row4 reader;
-  wg_row4_init(&reader, x0, j->w);
-  bool row_in[WG_SIDE];
-#pragma GCC unroll 16
-  for (int a = 0; a < WG_SIDE; a++)
-    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 e[WG_SIDE][WG_SIDE];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++) {
-      if (!row_in[a]) {
-#pragma GCC unroll 16
-        for (int b = 0; b < WG_SIDE; b++)
-          e[a][b] = _mm512_setzero_ps();
-        continue;
-      }
-      __m512 d[WG_SIDE];
-      wg_row4_columns(&reader, x + ch * plane + (y0 + a) * j->w + x0, WG_SIDE, d);
-      bt5(d, e[a]);
-    }
-    store_columns(e, v, pos_stride, store);
-  }
-}
-
 /* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx): A^T M A of each tile, m
  * pointing at the first tile's 16 channels, positions ldm floats apart. */
 TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,

@@ -46,58 +46,7 @@ static void weight_transform(const float *g, float *u) {
 
 WG_TRANSFORMS(TARGET, __m512, _mm512)
 
-/* Lane i of column b of the patches: element 3i + b of the 64 floats in l[0..3]. */
-TARGET static inline __m512 every_third(const __m512 *l, int b) {
-  __m512i lane = _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-  __m512i at =
-      _mm512_add_epi32(_mm512_mullo_epi32(lane, _mm512_set1_epi32(3)), _mm512_set1_epi32(b));
-  __mmask16 high = _mm512_cmpge_epi32_mask(at, _mm512_set1_epi32(32));
-  __m512i idx = _mm512_and_si512(at, _mm512_set1_epi32(31));
-  return _mm512_mask_blend_ps(high, _mm512_permutex2var_ps(l[0], idx, l[1]),
-                              _mm512_permutex2var_ps(l[2], idx, l[3]));
-}
-
 WG_ROW_TRANSFORMS(WG_SIDE, 3, bt5)
-
-/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
- * row of the 5x5 patches is four loads, split into the columns of each patch. */
-TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
-                                     float *v, const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp;
-  int64_t y0 = 3 * ty - c->p.pad_h, x0 = 3 * tx - c->p.pad_w;
-  __mmask16 m[4];
-#pragma GCC unroll 16
-  for (int q = 0; q < 4; q++)
-    m[q] = wg_inside(x0 + 16 * q, j->w);
-  bool row_in[WG_SIDE];
-#pragma GCC unroll 16
-  for (int a = 0; a < WG_SIDE; a++)
-    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 e[WG_SIDE][WG_SIDE];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++) {
-      if (!row_in[a]) {
-#pragma GCC unroll 16
-        for (int b = 0; b < WG_SIDE; b++)
-          e[a][b] = _mm512_setzero_ps();
-        continue;
-      }
-      const float *row = x + ch * plane + (y0 + a) * j->w + x0;
-      __m512 q[4], d[WG_SIDE];
-#pragma GCC unroll 16
-      for (int k = 0; k < 4; k++)
-        q[k] = _mm512_maskz_loadu_ps(m[k], row + 16 * k);
-#pragma GCC unroll 16
-      for (int b = 0; b < WG_SIDE; b++)
-        d[b] = every_third(q, b);
-      bt5(d, e[a]);
-    }
-    store_columns(e, v, pos_stride, store);
-  }
-}
 
 /* The 3x3 outputs A^T M A of tile i, 16 channels per vector, into out[a * 3 + b][i]. */
 TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 out[9][16], int i) {

@@ -85,39 +85,6 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
 
 WG_ROW_TRANSFORMS(6, 4, bt6)
 
-/* V[p][ch][col + i] for n <= 16 tiles of one tile row, starting at tile (ty, tx): each input
- * row of the 6x6 patches is eight loads (at the patches' columns 0 and 4), split into the
- * columns of each patch. */
-TARGET static void transform_segment(const wg_job *j, const float *x, int64_t ty, int64_t tx, int n,
-                                     float *v, const wg_layout *l) {
-  const plan_conv *c = &j->node->conv;
-  int64_t plane = j->h * j->w, pos_stride = l->ldp;
-  int64_t y0 = 4 * ty - c->p.pad_h, x0 = 4 * tx - c->p.pad_w;
-  wg_row4 reader;
-  wg_row4_init(&reader, x0, j->w);
-  bool row_in[6];
-#pragma GCC unroll 16
-  for (int a = 0; a < 6; a++)
-    row_in[a] = y0 + a >= 0 && y0 + a < j->h;
-  __mmask16 store = (__mmask16)((1u << n) - 1);
-  for (int64_t ch = 0; ch < j->channels; ch++, v += l->ldv) {
-    __m512 e[6][6];
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++) {
-      if (!row_in[a]) {
-#pragma GCC unroll 16
-        for (int b = 0; b < 6; b++)
-          e[a][b] = _mm512_setzero_ps();
-        continue;
-      }
-      __m512 d[6];
-      wg_row4_columns(&reader, x + ch * plane + (y0 + a) * j->w + x0, 6, d);
-      bt6(d, e[a]);
-    }
-    store_columns(e, v, pos_stride, store);
-  }
-}
-
 /* A^T M A of one tile: its 36 positions ldm floats apart, 16 channels per vector. */
 TARGET static inline void tile_transform(const float *m, int64_t ldm, __m512 out[4][4]) {
   __m512 q[4][6];
