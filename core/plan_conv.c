@@ -403,6 +403,13 @@ CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
   }
 }
 
+/* The residual that the tile kernels add in their epilogue, at out_off; written in place, it
+ * is the output itself (each tile reads its part before storing over it). */
+static const float *residual_at(const conv_job *j, int64_t out_off) {
+  if (!j->residual) return NULL;
+  return (j->node->residual_in_place ? j->y : j->residual) + out_off;
+}
+
 /* One output row of a convolution read in place from its padded copy: slabs of GEMM_NR
  * columns, the row's last one narrower where the width is not a multiple. */
 static void padded_task(void *ctx, int task, int thread) {
@@ -414,8 +421,7 @@ static void padded_task(void *ctx, int task, int thread) {
   const float *x = j->plan->padded + img * padded_image(c, j->h, j->w) +
                    oh * c->p.stride_h * padded_cols(j->w, &c->p);
   int64_t out_off = img * c->o * j->cols + oh * j->ow;
-  const float *res = j->residual ? j->residual + out_off : NULL;
-  if (res && n->residual_in_place) res = j->y + out_off; /* the output holds the residual */
+  const float *res = residual_at(j, out_off);
   for (int64_t ow0 = 0; ow0 < j->ow; ow0 += GEMM_NR)
     for (int64_t m = 0; m < j->og; m += GEMM_MR) {
       gemm_tile t = {.kc = c->k,
@@ -440,8 +446,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
   const plan_conv *c = &n->conv;
   int64_t out_off = ((int64_t)img * c->o + (int64_t)g * j->og) * j->cols;
   float *y = j->y + out_off;
-  const float *res = j->residual ? j->residual + out_off : NULL;
-  if (res && n->residual_in_place) res = y; /* the output holds the residual */
+  const float *res = residual_at(j, out_off);
   float *panel = c->shared_panel ? j->plan->shared + n0 * c->k
                                  : j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
   int64_t slabs = (n1 - n0 + GEMM_NR - 1) / GEMM_NR, blocks = (j->og + GEMM_MR - 1) / GEMM_MR;
