@@ -295,6 +295,45 @@ Test(plan, odd_shapes_match_reference) {
   cb_module_free(m);
 }
 
+static int randomize_param(const char *name, cb_param *p, void *ud) {
+  (void)name;
+  cb_init_uniform(p->tensor, -0.5, 0.5, ud);
+  return 0;
+}
+
+/* Convolutions of few input channels read a padded copy split by column phase: strides 1, 2
+ * and 3, paddings wider and narrower than the phase, odd sides. */
+Test(plan, padded_copy_strides) {
+  static const char *const convs[] = {
+      "{\"type\": \"Conv2d\", \"in_channels\": 3, \"out_channels\": 16, \"kernel_size\": 5, "
+      "\"stride\": 3, \"padding\": 2, \"bias\": true}",
+      "{\"type\": \"Conv2d\", \"in_channels\": 5, \"out_channels\": 13, \"kernel_size\": 3, "
+      "\"stride\": 1, \"padding\": 1}",
+      "{\"type\": \"Conv2d\", \"in_channels\": 2, \"out_channels\": 24, \"kernel_size\": 7, "
+      "\"stride\": 2, \"padding\": 4}"};
+  const int64_t shapes[][4] = {{2, 3, 61, 97}, {1, 5, 9, 40}, {1, 2, 41, 37}};
+  for (int i = 0; i < 3; i++) {
+    cb_error err = {0};
+    json_t *cfg = json_loads(convs[i], 0, NULL);
+    cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
+    json_decref(cfg);
+    cr_assert_not_null(m, "%s", err.msg);
+    cb_rng rng;
+    cb_rng_seed(&rng, 3 + (uint64_t)i);
+    cb_module_visit_state(m, randomize_param, &rng);
+    cb_module_train(m, false);
+    cb_plan *plan = cb_plan_compile(m, shapes[i], 2, &err);
+    cr_assert_not_null(plan, "%s", err.msg);
+    cb_plan_stats st;
+    cb_plan_get_stats(plan, &st);
+    cb_plan_free(plan);
+    cr_assert(st.convs == 1 && st.opaque == 0, "case %d: %d convs, %d opaque", i, st.convs,
+              st.opaque);
+    compare_with_reference(m, shapes[i], 2);
+    cb_module_free(m);
+  }
+}
+
 static cb_module *random_resnet(const char *json, uint64_t seed) {
   cb_error err = {0};
   json_t *cfg = json_loads(json, 0, NULL);
