@@ -398,8 +398,10 @@ CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
     /* columns q0 <= q < q1 read inputs x = q * sw + ph - pad_w inside [0, w) */
     int64_t q0 = clamp64((p->pad_w - ph + sw - 1) / sw, 0, cols), last = j->w - 1 + p->pad_w - ph;
     int64_t q1 = last < 0 ? q0 : clamp64(last / sw + 1, q0, cols), n = q1 - q0;
-    const float *from = src + y * j->w + q0 * sw + ph - p->pad_w;
     memset(dst, 0, (size_t)q0 * sizeof(float));
+    memset(dst + q1, 0, (size_t)(cols - q1) * sizeof(float));
+    if (n == 0) continue;
+    const float *from = src + y * j->w + q0 * sw + ph - p->pad_w;
     if (sw == 1)
       memcpy(dst + q0, from, (size_t)n * sizeof(float));
     else if (sw == 2)
@@ -408,7 +410,6 @@ CB_VECTOR static void pad_task(void *ctx, int task, int thread) {
     else
       for (int64_t q = 0; q < n; q++)
         dst[q0 + q] = from[q * sw];
-    memset(dst + q1, 0, (size_t)(cols - q1) * sizeof(float));
   }
 }
 
