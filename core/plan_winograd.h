@@ -9,6 +9,7 @@
 #include <immintrin.h>
 #include <stdint.h>
 
+#include "plan_gemm.h"
 #include "plan_internal.h"
 
 #define WG_MAX_POS 36
@@ -280,6 +281,27 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
       store_columns(e, v, l->ldp, store);                                                          \
     }                                                                                              \
   }
+
+/* out[k][i] for k < outputs: output k of tile i, 16 channels per vector, as TILE computes it
+ * from the tile's positions ldm floats apart (tile i's channels at m + i * SMALL_NO); zero
+ * for tiles i >= n. */
+__attribute__((target("avx512f"), always_inline)) static inline void
+wg_tiles_outputs(const float *m, int64_t ldm, int n, int outputs,
+                 void (*tile)(const float *, int64_t, __m512 *), __m512 (*out)[16]) {
+  for (int i = 0; i < 16; i++) {
+    __m512 o[9];
+    if (i < n) {
+      tile(m + i * SMALL_NO, ldm, o);
+#pragma GCC unroll 16
+      for (int k = 0; k < outputs; k++)
+        out[k][i] = o[k];
+      continue;
+    }
+#pragma GCC unroll 16
+    for (int k = 0; k < outputs; k++)
+      out[k][i] = _mm512_setzero_ps();
+  }
+}
 
 /* One Winograd variant's transforms, on 16 tiles per vector. */
 typedef struct wg_variant {

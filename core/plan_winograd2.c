@@ -98,33 +98,31 @@ TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int 
   }
 }
 
-/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx): the 2x2 outputs A^T M A (A^T
- * = [[1,1,1,0],[0,1,-1,-1]]) of each tile, m pointing at the first tile's 16 channels,
- * positions ldm floats apart. */
+/* The 2x2 outputs A^T M A of one tile (A^T = [[1,1,1,0],[0,1,-1,-1]]), o[a * 2 + b], from its
+ * 16 positions ldm floats apart. */
+TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *o) {
+  __m512 s[WG_POS], r0[4], r1[4];
+#pragma GCC unroll 16
+  for (int p = 0; p < WG_POS; p++)
+    s[p] = _mm512_loadu_ps(m + p * ldm);
+#pragma GCC unroll 16
+  for (int b = 0; b < 4; b++) {
+    r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
+    r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
+  }
+  o[0] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
+  o[1] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
+  o[2] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
+  o[3] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
+}
+
+/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx), m pointing at the first tile's
+ * 16 channels. */
 TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                                 int64_t ty, int64_t tx, int count, int n, float *y,
                                 const float *res) {
   __m512 out[4][16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i++) {
-    if (i >= n) {
-      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
-      continue;
-    }
-    __m512 s[WG_POS], r0[4], r1[4];
-#pragma GCC unroll 16
-    for (int p = 0; p < WG_POS; p++)
-      s[p] = _mm512_loadu_ps(m + p * ldm + i * SMALL_NO);
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++) {
-      r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-      r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-    }
-    out[0][i] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
-    out[1][i] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
-    out[2][i] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
-    out[3][i] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
-  }
+  wg_tiles_outputs(m, ldm, n, 4, tile_outputs, out);
   wg2_store_tiles(j, out, ch, rows, ty, tx, count, n, y, res);
 }
 
@@ -135,26 +133,14 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
   __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
   __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
   for (int64_t t = t0; t < t1; t++) {
-    const float *src = m + (t - t0) * SMALL_NO;
-    __m512 s[WG_POS], r[2][4], out[2][2];
-#pragma GCC unroll 16
-    for (int p = 0; p < WG_POS; p++)
-      s[p] = _mm512_loadu_ps(src + p * ldm);
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++) {
-      r[0][b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-      r[1][b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-    }
-    for (int a = 0; a < 2; a++) {
-      out[a][0] = _mm512_add_ps(_mm512_add_ps(r[a][0], r[a][1]), r[a][2]);
-      out[a][1] = _mm512_sub_ps(_mm512_sub_ps(r[a][1], r[a][2]), r[a][3]);
-    }
+    __m512 o[4];
+    tile_outputs(m + (t - t0) * SMALL_NO, ldm, o);
     tile_at at = wg_locate(j, t);
     for (int a = 0; a < 2; a++)
       for (int b = 0; b < 2; b++) {
         int64_t oy = d * (2 * at.ty + a) + at.ry, ox = d * (2 * at.tx + b) + at.rx;
         if (oy >= j->oh || ox >= j->ow) continue;
-        wg_scatter_output(j, out[a][b], bias, mask, ch, oy, ox, y, res);
+        wg_scatter_output(j, o[a * 2 + b], bias, mask, ch, oy, ox, y, res);
       }
   }
 }

@@ -56,37 +56,31 @@ TARGET static inline void at5(const __m512 *m, __m512 *o) {
 
 WG_ROW_TRANSFORMS(WG_SIDE, 4, bt5)
 
-/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx): A^T M A of each tile, m
- * pointing at the first tile's 16 channels, positions ldm floats apart. */
+/* The 2x2 outputs A^T M A of one tile, o[a * 2 + b], from its 25 positions ldm floats apart. */
+TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *o) {
+  __m512 r[2][WG_SIDE];
+#pragma GCC unroll 16
+  for (int b = 0; b < WG_SIDE; b++) {
+    __m512 s[WG_SIDE], t[2];
+#pragma GCC unroll 16
+    for (int a = 0; a < WG_SIDE; a++)
+      s[a] = _mm512_loadu_ps(m + (a * WG_SIDE + b) * ldm);
+    at5(s, t);
+    r[0][b] = t[0];
+    r[1][b] = t[1];
+  }
+#pragma GCC unroll 16
+  for (int a = 0; a < 2; a++)
+    at5(r[a], o + 2 * a);
+}
+
+/* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx), m pointing at the first tile's
+ * 16 channels. */
 TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
                                 int64_t ty, int64_t tx, int count, int n, float *y,
                                 const float *res) {
   __m512 out[4][16];
-#pragma GCC unroll 16
-  for (int i = 0; i < 16; i++) {
-    if (i >= n) {
-      out[0][i] = out[1][i] = out[2][i] = out[3][i] = _mm512_setzero_ps();
-      continue;
-    }
-    __m512 r[2][WG_SIDE];
-#pragma GCC unroll 16
-    for (int b = 0; b < WG_SIDE; b++) {
-      __m512 s[WG_SIDE], o[2];
-#pragma GCC unroll 16
-      for (int a = 0; a < WG_SIDE; a++)
-        s[a] = _mm512_loadu_ps(m + (a * WG_SIDE + b) * ldm + i * SMALL_NO);
-      at5(s, o);
-      r[0][b] = o[0];
-      r[1][b] = o[1];
-    }
-#pragma GCC unroll 16
-    for (int a = 0; a < 2; a++) {
-      __m512 o[2];
-      at5(r[a], o);
-      out[2 * a][i] = o[0];
-      out[2 * a + 1][i] = o[1];
-    }
-  }
+  wg_tiles_outputs(m, ldm, n, 4, tile_outputs, out);
   wg2_store_tiles(j, out, ch, rows, ty, tx, count, n, y, res);
 }
 

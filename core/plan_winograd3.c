@@ -48,8 +48,8 @@ WG_TRANSFORMS(TARGET, __m512, _mm512)
 
 WG_ROW_TRANSFORMS(WG_SIDE, 3, bt5)
 
-/* The 3x3 outputs A^T M A of tile i, 16 channels per vector, into out[a * 3 + b][i]. */
-TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 out[9][16], int i) {
+/* The 3x3 outputs A^T M A of one tile, out[a * 3 + b], from its 25 positions ldm floats apart. */
+TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *out) {
   __m512 r[3][WG_SIDE];
 #pragma GCC unroll 16
   for (int b = 0; b < WG_SIDE; b++) {
@@ -68,7 +68,7 @@ TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 out[9
     at5(r[a], o);
 #pragma GCC unroll 16
     for (int b = 0; b < 3; b++)
-      out[a * 3 + b][i] = o[b];
+      out[a * 3 + b] = o[b];
   }
 }
 
@@ -103,15 +103,7 @@ TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, in
                                 int64_t ty, int64_t tx, int count, int n, float *y,
                                 const float *res) {
   __m512 out[9][16];
-  for (int i = 0; i < 16; i++) {
-    if (i < n) {
-      tile_outputs(m + i * SMALL_NO, ldm, out, i);
-      continue;
-    }
-#pragma GCC unroll 16
-    for (int p = 0; p < 9; p++)
-      out[p][i] = _mm512_setzero_ps();
-  }
+  wg_tiles_outputs(m, ldm, n, 9, tile_outputs, out);
 #pragma GCC unroll 16
   for (int p = 0; p < 9; p++)
     transpose16(out[p]);
