@@ -282,6 +282,23 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
     }                                                                                              \
   }
 
+/* A variant's output transform of one tile (tile_outputs): the OUTS x OUTS outputs A^T M A,
+ * o[a * OUTS + b], 16 channels per vector, from its SIDE x SIDE positions ldm floats apart,
+ * where A^T on SIDE vectors is AT. */
+#define WG_TILE_OUTPUTS(SIDE, OUTS, AT)                                                            \
+  __attribute__((target("avx512f,fma"), always_inline)) static inline void tile_outputs(           \
+      const float *m, int64_t ldm, __m512 *o) {                                                    \
+    __m512 r[OUTS][SIDE];                                                                          \
+    _Pragma("GCC unroll 16") for (int b = 0; b < SIDE; b++) {                                      \
+      __m512 s[SIDE], t[OUTS];                                                                     \
+      _Pragma("GCC unroll 16") for (int a = 0; a < SIDE; a++) s[a] =                               \
+          _mm512_loadu_ps(m + (a * SIDE + b) * ldm);                                               \
+      AT(s, t);                                                                                    \
+      _Pragma("GCC unroll 16") for (int a = 0; a < OUTS; a++) r[a][b] = t[a];                      \
+    }                                                                                              \
+    _Pragma("GCC unroll 16") for (int a = 0; a < OUTS; a++) AT(r[a], o + a * OUTS);                \
+  }
+
 /* out[k][i] for k < outputs: output k of tile i, 16 channels per vector, as TILE computes it
  * from the tile's positions ldm floats apart (tile i's channels at m + i * SMALL_NO); zero
  * for tiles i >= n. */

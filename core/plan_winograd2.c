@@ -98,23 +98,13 @@ TARGET void wg2_store_tiles(const wg_job *j, __m512 out[4][16], int64_t ch, int 
   }
 }
 
-/* The 2x2 outputs A^T M A of one tile (A^T = [[1,1,1,0],[0,1,-1,-1]]), o[a * 2 + b], from its
- * 16 positions ldm floats apart. */
-TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *o) {
-  __m512 s[WG_POS], r0[4], r1[4];
-#pragma GCC unroll 16
-  for (int p = 0; p < WG_POS; p++)
-    s[p] = _mm512_loadu_ps(m + p * ldm);
-#pragma GCC unroll 16
-  for (int b = 0; b < 4; b++) {
-    r0[b] = _mm512_add_ps(_mm512_add_ps(s[b], s[4 + b]), s[8 + b]);
-    r1[b] = _mm512_sub_ps(_mm512_sub_ps(s[4 + b], s[8 + b]), s[12 + b]);
-  }
-  o[0] = _mm512_add_ps(_mm512_add_ps(r0[0], r0[1]), r0[2]);
-  o[1] = _mm512_sub_ps(_mm512_sub_ps(r0[1], r0[2]), r0[3]);
-  o[2] = _mm512_add_ps(_mm512_add_ps(r1[0], r1[1]), r1[2]);
-  o[3] = _mm512_sub_ps(_mm512_sub_ps(r1[1], r1[2]), r1[3]);
+/* A^T m for four vectors, A^T = [[1,1,1,0],[0,1,-1,-1]]: two outputs. */
+TARGET static inline void at4(const __m512 *m, __m512 *o) {
+  o[0] = _mm512_add_ps(_mm512_add_ps(m[0], m[1]), m[2]);
+  o[1] = _mm512_sub_ps(_mm512_sub_ps(m[1], m[2]), m[3]);
 }
+
+WG_TILE_OUTPUTS(4, 2, at4)
 
 /* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx), m pointing at the first tile's
  * 16 channels. */

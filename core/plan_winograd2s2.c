@@ -56,23 +56,7 @@ TARGET static inline void at5(const __m512 *m, __m512 *o) {
 
 WG_ROW_TRANSFORMS(WG_SIDE, 4, bt5)
 
-/* The 2x2 outputs A^T M A of one tile, o[a * 2 + b], from its 25 positions ldm floats apart. */
-TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *o) {
-  __m512 r[2][WG_SIDE];
-#pragma GCC unroll 16
-  for (int b = 0; b < WG_SIDE; b++) {
-    __m512 s[WG_SIDE], t[2];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++)
-      s[a] = _mm512_loadu_ps(m + (a * WG_SIDE + b) * ldm);
-    at5(s, t);
-    r[0][b] = t[0];
-    r[1][b] = t[1];
-  }
-#pragma GCC unroll 16
-  for (int a = 0; a < 2; a++)
-    at5(r[a], o + 2 * a);
-}
+WG_TILE_OUTPUTS(WG_SIDE, 2, at5)
 
 /* Outputs of n <= 16 tiles of `count` tile rows from (ty, tx), m pointing at the first tile's
  * 16 channels. */

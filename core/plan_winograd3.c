@@ -48,29 +48,7 @@ WG_TRANSFORMS(TARGET, __m512, _mm512)
 
 WG_ROW_TRANSFORMS(WG_SIDE, 3, bt5)
 
-/* The 3x3 outputs A^T M A of one tile, out[a * 3 + b], from its 25 positions ldm floats apart. */
-TARGET static inline void tile_outputs(const float *m, int64_t ldm, __m512 *out) {
-  __m512 r[3][WG_SIDE];
-#pragma GCC unroll 16
-  for (int b = 0; b < WG_SIDE; b++) {
-    __m512 s[WG_SIDE], o[3];
-#pragma GCC unroll 16
-    for (int a = 0; a < WG_SIDE; a++)
-      s[a] = _mm512_loadu_ps(m + (a * WG_SIDE + b) * ldm);
-    at5(s, o);
-#pragma GCC unroll 16
-    for (int a = 0; a < 3; a++)
-      r[a][b] = o[a];
-  }
-#pragma GCC unroll 16
-  for (int a = 0; a < 3; a++) {
-    __m512 o[3];
-    at5(r[a], o);
-#pragma GCC unroll 16
-    for (int b = 0; b < 3; b++)
-      out[a * 3 + b] = o[b];
-  }
-}
+WG_TILE_OUTPUTS(WG_SIDE, 3, at5)
 
 /* y[0..width) = u[q % 3][first + q / 3] (column q of the three outputs per row of the tiles
  * from lane first), with bias, residual and ReLU. */

@@ -85,24 +85,7 @@ TARGET static void gather_tiles(const wg_job *j, const float *x, int64_t t0, int
 
 WG_ROW_TRANSFORMS(6, 4, bt6)
 
-/* A^T M A of one tile: its 36 positions ldm floats apart, 16 channels per vector. */
-TARGET static inline void tile_transform(const float *m, int64_t ldm, __m512 out[4][4]) {
-  __m512 q[4][6];
-#pragma GCC unroll 16
-  for (int b = 0; b < 6; b++) {
-    __m512 s[6], o[4];
-#pragma GCC unroll 16
-    for (int a = 0; a < 6; a++)
-      s[a] = _mm512_loadu_ps(m + (a * 6 + b) * ldm);
-    at6(s, o);
-#pragma GCC unroll 16
-    for (int a = 0; a < 4; a++)
-      q[a][b] = o[a];
-  }
-#pragma GCC unroll 16
-  for (int a = 0; a < 4; a++)
-    at6(q[a], out[a]);
-}
+WG_TILE_OUTPUTS(6, 4, at6)
 
 /* The 4x4 outputs of each tile, dil apart, scattered over up to 16 channels. */
 TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, int64_t ch, int rows,
@@ -111,8 +94,8 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
   __mmask16 mask = (__mmask16)(rows >= 16 ? 0xFFFF : (1u << rows) - 1);
   __m512 bias = _mm512_maskz_loadu_ps(mask, j->node->conv.bias + ch);
   for (int64_t t = t0; t < t1; t++) {
-    __m512 out[4][4];
-    tile_transform(m + (t - t0) * SMALL_NO, ldm, out);
+    __m512 out[16];
+    tile_outputs(m + (t - t0) * SMALL_NO, ldm, out);
     tile_at at = wg_locate(j, t);
 #pragma GCC unroll 16
     for (int a = 0; a < 4; a++)
@@ -120,20 +103,18 @@ TARGET static void scatter_tiles(const wg_job *j, const float *m, int64_t ldm, i
       for (int b = 0; b < 4; b++) {
         int64_t oy = d * (4 * at.ty + a) + at.ry, ox = d * (4 * at.tx + b) + at.rx;
         if (oy >= j->oh || ox >= j->ow) continue;
-        wg_scatter_output(j, out[a][b], bias, mask, ch, oy, ox, y, res);
+        wg_scatter_output(j, out[a * 4 + b], bias, mask, ch, oy, ox, y, res);
       }
   }
 }
 
-/* The 4x4 outputs A^T M A of tile i, 16 channels per vector, into out[a * 4 + b][i]. */
-TARGET static void tile_outputs(const float *m, int64_t ldm, float (*out)[16][16]) {
-  __m512 o[4][4];
-  tile_transform(m, ldm, o);
+/* The 4x4 outputs of tile i, 16 channels per vector, into out[a * 4 + b][i]. */
+TARGET static void spill_tile_outputs(const float *m, int64_t ldm, float (*out)[16][16]) {
+  __m512 o[16];
+  tile_outputs(m, ldm, o);
 #pragma GCC unroll 16
-  for (int a = 0; a < 4; a++)
-#pragma GCC unroll 16
-    for (int b = 0; b < 4; b++)
-      _mm512_store_ps(out[a * 4 + b][0], o[a][b]);
+  for (int k = 0; k < 16; k++)
+    _mm512_store_ps(out[k][0], o[k]);
 }
 
 /* y[0..63] = u[b][i] at column 4i + b, with bias, residual and ReLU, the first width stored. */
@@ -174,7 +155,7 @@ TARGET static void output_tiles(const wg_job *j, const float *m, int64_t ldm, in
   float by_tile[4][16][16] __attribute__((aligned(64)));
   for (int i = 0; i < 16; i++) {
     if (i < n) {
-      tile_outputs(m + i * SMALL_NO, ldm, (float(*)[16][16])out[0][i]);
+      spill_tile_outputs(m + i * SMALL_NO, ldm, (float(*)[16][16])out[0][i]);
       continue;
     }
 #pragma GCC unroll 16
