@@ -16,8 +16,6 @@ int config_merge(json_t *dst, json_t *src, const char *file, const char *path, c
 /* A list index written as decimal digits ("0", "12"): 0, else -1. */
 int config_index(const char *part, size_t n, size_t *index);
 
-/* "a list", "an integer", ... for messages. */
-
 /* malloc'ed copy of printf output, or NULL. */
 char *config_strdupf(const char *fmt, ...) CB_PRINTF(1, 2);
 

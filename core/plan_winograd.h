@@ -6,6 +6,7 @@
  * F(2x2) (16 positions), F(3x3) (25), F(4x4) (36) and F(2x2) at stride 2 (25) share one
  * driver (plan_winograd.c); each brings its transforms (plan_winograd2.c, plan_winograd3.c,
  * plan_winograd4.c, plan_winograd2s2.c). */
+#include <assert.h>
 #include <immintrin.h>
 #include <stdint.h>
 
@@ -299,12 +300,13 @@ wg_rows_columns(const wg_rows *r, const wg_job *j, const float *x, int64_t ty, i
     _Pragma("GCC unroll 16") for (int a = 0; a < OUTS; a++) AT(r[a], o + a * OUTS);                \
   }
 
-/* out[k][i] for k < outputs: output k of tile i, 16 channels per vector, as TILE computes it
- * from the tile's positions ldm floats apart (tile i's channels at m + i * SMALL_NO); zero
- * for tiles i >= n. */
+/* out[k][i] for k < outputs (at most 9: F(2x2) and F(3x3)): output k of tile i, 16 channels
+ * per vector, as `tile` computes it from the tile's positions ldm floats apart (tile i's
+ * channels at m + i * SMALL_NO); zero for tiles i >= n. */
 __attribute__((target("avx512f"), always_inline)) static inline void
 wg_tiles_outputs(const float *m, int64_t ldm, int n, int outputs,
                  void (*tile)(const float *, int64_t, __m512 *), __m512 (*out)[16]) {
+  assert(outputs <= 9);
   for (int i = 0; i < 16; i++) {
     __m512 o[9];
     if (i < n) {
