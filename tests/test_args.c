@@ -18,6 +18,13 @@ static void expect_message(const cb_error *err, const char *want) {
   cr_expect(strstr(err->msg, want), "expected '%s' in: %s", want, err->msg);
 }
 
+/* A reader's result rc was a failure with want in its message; err is cleared for the next. */
+static void expect_failure(int rc, cb_error *err, const char *want) {
+  cr_expect_eq(rc, -1, "expected a failure with '%s'", want);
+  expect_message(err, want);
+  memset(err, 0, sizeof *err);
+}
+
 Test(args, new_refuses_what_is_not_an_object) {
   cb_error err = {0};
   json_t *v = json_integer(3);
@@ -51,14 +58,12 @@ Test(args, int_list_names_the_bad_item_and_the_length) {
   long long out[2];
   int n = 0;
   cb_error err = {0};
-  cr_expect_eq(cb_args_int_list(a, "l", NULL, 0, out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.l: item 1: expected an integer, found a string");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_int_list(a, "long", NULL, 0, out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.long: expected at most 2 items, found 3");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_int_list(a, "d", NULL, 0, out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.d: expected a list of integers, found a dict");
+  expect_failure(cb_args_int_list(a, "l", NULL, 0, out, 2, &n, &err), &err,
+                 "cfg.l: item 1: expected an integer, found a string");
+  expect_failure(cb_args_int_list(a, "long", NULL, 0, out, 2, &n, &err), &err,
+                 "cfg.long: expected at most 2 items, found 3");
+  expect_failure(cb_args_int_list(a, "d", NULL, 0, out, 2, &n, &err), &err,
+                 "cfg.d: expected a list of integers, found a dict");
   cb_args_free(a);
   json_decref(cfg);
 }
@@ -73,14 +78,12 @@ Test(args, bool_list_names_the_bad_item_and_the_length) {
   cb_error err = {0};
   cr_assert_eq(cb_args_bool_list(a, "ok", out, 2, &n, &err), 0, "%s", err.msg);
   cr_expect(n == 2 && out[0] && !out[1]);
-  cr_expect_eq(cb_args_bool_list(a, "bad", out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.bad: item 1: expected true or false, found a float");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_bool_list(a, "long", out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.long: expected at most 2 items, found 3");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_bool_list(a, "s", out, 2, &n, &err), -1);
-  expect_message(&err, "cfg.s: expected a list of booleans, found a string 'yes'");
+  expect_failure(cb_args_bool_list(a, "bad", out, 2, &n, &err), &err,
+                 "cfg.bad: item 1: expected true or false, found a float");
+  expect_failure(cb_args_bool_list(a, "long", out, 2, &n, &err), &err,
+                 "cfg.long: expected at most 2 items, found 3");
+  expect_failure(cb_args_bool_list(a, "s", out, 2, &n, &err), &err,
+                 "cfg.s: expected a list of booleans, found a string 'yes'");
   cb_args_free(a);
   json_decref(cfg);
 }
@@ -97,14 +100,12 @@ Test(args, int_pair_takes_one_integer_or_two) {
   cr_expect(out[0] == 3 && out[1] == 3 && scalar);
   cr_assert_eq(cb_args_int_pair(a, "two", 0, 10, out, &scalar, &err), 0, "%s", err.msg);
   cr_expect(out[0] == 1 && out[1] == 2 && !scalar);
-  cr_expect_eq(cb_args_int_pair(a, "bad", 0, 10, out, NULL, &err), -1);
-  expect_message(&err, "cfg.bad: item 1: expected an integer, found null");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_int_pair(a, "three", 0, 10, out, NULL, &err), -1);
-  expect_message(&err, "cfg.three: expected an integer or [h, w], found a list of 3 items");
-  memset(&err, 0, sizeof err);
-  cr_expect_eq(cb_args_int_pair(a, "big", 0, 10, out, NULL, &err), -1);
-  expect_message(&err, "cfg.big: must be between 0 and 10, found 99");
+  expect_failure(cb_args_int_pair(a, "bad", 0, 10, out, NULL, &err), &err,
+                 "cfg.bad: item 1: expected an integer, found null");
+  expect_failure(cb_args_int_pair(a, "three", 0, 10, out, NULL, &err), &err,
+                 "cfg.three: expected an integer or [h, w], found a list of 3 items");
+  expect_failure(cb_args_int_pair(a, "big", 0, 10, out, NULL, &err), &err,
+                 "cfg.big: must be between 0 and 10, found 99");
   cb_args_free(a);
   json_decref(cfg);
 }
