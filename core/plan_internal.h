@@ -29,7 +29,8 @@ typedef struct plan_conv {
   int winograd;             /* 3x3 as F(w x w, 3x3), w = 2 or 4 (2 at stride 2), else 0; packed U */
   bool small;               /* small-map kernel; packed holds [o / SMALL_NO][k][SMALL_NO] */
   bool padded;              /* few input channels: read in place from a padded, phase-split copy */
-  int64_t *b_off;           /* padded: where each im2col row starts in the copy, at output (0, 0) */
+  int64_t *b_off; /* B read in place: where each GEMM row starts, from the first column (padded:
+                   * in the copy, at output (0, 0); direct: in the input) */
   /* A second 1x1 convolution merged into this one's GEMM: the last k_side rows of the depth
    * read the node's side input (in[2]) at stride side_stride, so y = W [x; side] + bias. */
   int64_t k_side;

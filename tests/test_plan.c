@@ -334,6 +334,37 @@ Test(plan, padded_copy_strides) {
   }
 }
 
+/* 1x1 convolutions read their input in place in slabs of 32 or 16 columns and pack the
+ * others: maps whose last slab is 16 columns wide (20x20), 1 (17x17) and 21 (23x19), batch 2,
+ * output channels that leave a partial row tile, on the kernels of `isa`. */
+static void direct_slab_widths(const char *isa) {
+  use_kernels_or_skip(isa);
+  static const char *const conv = "{\"type\": \"Conv2d\", \"in_channels\": 40, "
+                                  "\"out_channels\": 50, \"kernel_size\": 1, \"bias\": true}";
+  const int64_t shapes[][4] = {{2, 40, 20, 20}, {2, 40, 17, 17}, {1, 40, 23, 19}};
+  cb_error err = {0};
+  json_t *cfg = json_loads(conv, 0, NULL);
+  cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
+  json_decref(cfg);
+  cr_assert_not_null(m, "%s", err.msg);
+  cb_rng rng;
+  cb_rng_seed(&rng, 5);
+  cb_module_visit_state(m, randomize_param, &rng);
+  cb_module_train(m, false);
+  for (int i = 0; i < 3; i++)
+    for (int threads = 1; threads <= 2; threads++)
+      compare_with_reference(m, shapes[i], threads);
+  cb_module_free(m);
+}
+
+Test(plan, direct_slab_widths_avx512) {
+  direct_slab_widths("avx512");
+}
+
+Test(plan, direct_slab_widths_avx2) {
+  direct_slab_widths("avx2");
+}
+
 static cb_module *random_resnet(const char *json, uint64_t seed) {
   cb_error err = {0};
   json_t *cfg = json_loads(json, 0, NULL);
