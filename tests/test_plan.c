@@ -336,12 +336,13 @@ Test(plan, padded_copy_strides) {
 
 /* 1x1 convolutions read their input in place in slabs of 32 or 16 columns and pack the
  * others: maps whose last slab is 16 columns wide (20x20), 1 (17x17) and 21 (23x19), batch 2,
- * output channels that leave a partial row tile, on the kernels of `isa`. */
+ * output channels that leave a partial row tile; rows 384 floats apart are packed (16x24); on
+ * the kernels of `isa`. */
 static void direct_slab_widths(const char *isa) {
   use_kernels_or_skip(isa);
   static const char *const conv = "{\"type\": \"Conv2d\", \"in_channels\": 40, "
                                   "\"out_channels\": 50, \"kernel_size\": 1, \"bias\": true}";
-  const int64_t shapes[][4] = {{2, 40, 20, 20}, {2, 40, 17, 17}, {1, 40, 23, 19}};
+  const int64_t shapes[][4] = {{2, 40, 20, 20}, {2, 40, 17, 17}, {1, 40, 23, 19}, {2, 40, 16, 24}};
   cb_error err = {0};
   json_t *cfg = json_loads(conv, 0, NULL);
   cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
@@ -351,7 +352,7 @@ static void direct_slab_widths(const char *isa) {
   cb_rng_seed(&rng, 5);
   cb_module_visit_state(m, randomize_param, &rng);
   cb_module_train(m, false);
-  for (int i = 0; i < 3; i++)
+  for (int i = 0; i < 4; i++)
     for (int threads = 1; threads <= 2; threads++)
       compare_with_reference(m, shapes[i], threads);
   cb_module_free(m);
