@@ -14,7 +14,7 @@
 #define SMALL_KC 64        /* depth per pass over the buffer: its weights stay in L1 */
 #define SMALL_CT 16384     /* outputs per task */
 #define SMALL_MAX_COLS 256 /* larger maps need an im2col matrix too large to share */
-#define SMALL_SPLIT 8      /* pixel blocks per thread for the pixels to be split by thread */
+#define SMALL_SPLIT 16     /* pixel blocks per thread for the pixels to be split by thread */
 
 static int64_t round_up(int64_t v, int64_t m) {
   return (v + m - 1) / m * m;
@@ -51,7 +51,10 @@ static int pack_weights(cb_plan *plan, plan_conv *c, cb_error *err) {
 
 /* Pixels per chunk to start from: with several threads and enough pixel blocks for each, one
  * thread's share of them, so that each thread reads the pixels it wrote in the layer before
- * (the pool runs the first share of tasks on the first thread, and so on). */
+ * (the pool runs the first share of tasks on the first thread, and so on). A 14x14 map (28
+ * blocks) splits by channels instead: ResNet-101 on two threads then took 33.8 ms per run
+ * instead of 34.3 where the two cores share no cache, and 27.7 instead of 28.4 where they
+ * share one. */
 static int64_t first_nc(int64_t cols, int threads) {
   int64_t blocks = (cols + SMALL_PR - 1) / SMALL_PR;
   if (threads > 1 && blocks >= SMALL_SPLIT * threads)
