@@ -301,6 +301,21 @@ static int randomize_param(const char *name, cb_param *p, void *ud) {
   return 0;
 }
 
+/* A bare convolution from config text, eval mode, weights drawn from seed (a bare Conv2d keeps
+ * zero weights after its own init). */
+static cb_module *random_conv(const char *json, uint64_t seed) {
+  cb_error err = {0};
+  json_t *cfg = json_loads(json, 0, NULL);
+  cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
+  json_decref(cfg);
+  cr_assert_not_null(m, "%s", err.msg);
+  cb_rng rng;
+  cb_rng_seed(&rng, seed);
+  cb_module_visit_state(m, randomize_param, &rng);
+  cb_module_train(m, false);
+  return m;
+}
+
 /* Convolutions of few input channels read a padded copy split by column phase: strides 1, 2
  * and 3, paddings wider and narrower than the phase, odd sides. */
 Test(plan, padded_copy_strides) {
@@ -314,14 +329,7 @@ Test(plan, padded_copy_strides) {
   const int64_t shapes[][4] = {{2, 3, 61, 97}, {1, 5, 9, 40}, {1, 2, 41, 37}};
   for (int i = 0; i < 3; i++) {
     cb_error err = {0};
-    json_t *cfg = json_loads(convs[i], 0, NULL);
-    cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
-    json_decref(cfg);
-    cr_assert_not_null(m, "%s", err.msg);
-    cb_rng rng;
-    cb_rng_seed(&rng, 3 + (uint64_t)i);
-    cb_module_visit_state(m, randomize_param, &rng);
-    cb_module_train(m, false);
+    cb_module *m = random_conv(convs[i], 3 + (uint64_t)i);
     cb_plan *plan = cb_plan_compile(m, shapes[i], 2, &err);
     cr_assert_not_null(plan, "%s", err.msg);
     cb_plan_stats st;
@@ -343,15 +351,7 @@ static void direct_slab_widths(const char *isa) {
   static const char *const conv = "{\"type\": \"Conv2d\", \"in_channels\": 40, "
                                   "\"out_channels\": 50, \"kernel_size\": 1, \"bias\": true}";
   const int64_t shapes[][4] = {{2, 40, 20, 20}, {2, 40, 17, 17}, {1, 40, 23, 19}, {2, 40, 16, 24}};
-  cb_error err = {0};
-  json_t *cfg = json_loads(conv, 0, NULL);
-  cb_module *m = cb_build("CONV_LAYERS", cfg, NULL, "conv", &err);
-  json_decref(cfg);
-  cr_assert_not_null(m, "%s", err.msg);
-  cb_rng rng;
-  cb_rng_seed(&rng, 5);
-  cb_module_visit_state(m, randomize_param, &rng);
-  cb_module_train(m, false);
+  cb_module *m = random_conv(conv, 5);
   for (int i = 0; i < 4; i++)
     for (int threads = 1; threads <= 2; threads++)
       compare_with_reference(m, shapes[i], threads);
