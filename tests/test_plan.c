@@ -342,10 +342,10 @@ Test(plan, padded_copy_strides) {
   }
 }
 
-/* 1x1 convolutions read their input in place in slabs of 32 or 16 columns and pack the
- * others: maps whose last slab is 16 columns wide (20x20), 1 (17x17) and 21 (23x19), batch 2,
- * output channels that leave a partial row tile; rows 384 floats apart are packed (16x24); on
- * the kernels of `isa`. */
+/* 1x1 convolutions on the AVX-512 kernels read their input in place in slabs of 32 or 16
+ * columns and pack the others (the AVX2 kernels pack every slab): maps whose last slab is 16
+ * columns wide (20x20), 1 (17x17) and 21 (23x19), batch 2, output channels that leave a
+ * partial row tile; rows 384 floats apart are packed (16x24); on the kernels of `isa`. */
 static void direct_slab_widths(const char *isa) {
   use_kernels_or_skip(isa);
   static const char *const conv = "{\"type\": \"Conv2d\", \"in_channels\": 40, "
