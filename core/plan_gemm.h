@@ -100,8 +100,8 @@ typedef struct slab_piece {
   int64_t oh, ow0;
 } slab_piece;
 
-/* The packed path's kernels for one instruction set. The small-map kernel and Winograd
- * (plan_gemm_small, plan_winograd*.c) run on AVX-512 only. */
+/* The packed path's kernels for one instruction set. The small-map kernel (plan_gemm_small)
+ * runs on AVX-512 only; Winograd has a path for each (plan_winograd*.c). */
 typedef struct plan_kernels {
   const char *isa; /* "avx512", "avx2" */
   bool avx512;
