@@ -249,6 +249,27 @@ ok "one thread is never idle" "idle_within 1"
 expect "bench reference" 0 "reference forward" "$CBRICK" --quiet bench "$TMP/r18.json" \
   --shape 1x3x32x32 --iters 1 --warmup 0 --reference
 expect "bench bad iters" 2 "--iters" "$CBRICK" bench "$TMP/r18.json" --shape 1x3x64x64 --iters x
+expect "bench ab" 0 "B (CBRICK_WINOGRAD=0, " "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 2 --warmup 0 --ab CBRICK_WINOGRAD=0
+has "bench ab ratio" "B/A: median over the iterations"
+expect "bench ab json" 0 '"ab": "CBRICK_ISA=portable"' "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 3 --warmup 1 --ab CBRICK_ISA=portable --json
+for key in a_median_ms a_min_ms b_median_ms b_min_ms ratio_median; do
+  has "bench ab json has $key" "\"$key\": "
+done
+has "bench ab: B compiled with the variable" '"b_isa": "portable"'
+if grep -qF '"isa": "portable"' <("$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 \
+  --iters 1 --warmup 0 --json); then :; else
+  lacks "bench ab: A compiled without it" '"a_isa": "portable"'
+fi
+expect "bench ab: A compiled under the environment as it is" 0 '"a_isa": "portable"' env CBRICK_ISA=portable \
+  "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 \
+  --ab CBRICK_WINOGRAD=0 --json
+expect "bench ab without =" 2 "--ab: expected NAME=VALUE" "$CBRICK" bench "$TMP/r18.json" \
+  --ab CBRICK_WINOGRAD
+expect "bench ab without a name" 2 "found '=0'" "$CBRICK" bench "$TMP/r18.json" --ab =0
+expect "bench ab with reference" 2 "--ab times two compiled plans" "$CBRICK" bench \
+  "$TMP/r18.json" --ab CBRICK_WINOGRAD=0 --reference
 
 # --- shipped configs: each resolves and builds ---
 shipped=0

@@ -69,7 +69,18 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
   "[--save-weights W.safetensors] [--reference] [--threads N]"
 #define CLI_USAGE_BENCH                                                                            \
   "cbrick bench CONFIG [--cfg-options K=V ...] [--weights W.safetensors] [--shape NxCxHxW] "       \
-  "[--threads N] [--iters K] [--warmup W] [--profile] [--json] [--reference] | cbrick bench "      \
-  "--peak [--threads N] [--json]"
+  "[--threads N] [--iters K] [--warmup W] [--profile] [--json] [--reference] [--ab NAME=VALUE] "   \
+  "| cbrick bench --peak [--threads N] [--json]"
+
+/* cbrick bench --ab NAME=VALUE (bench_ab.c): the plan against the plan compiled with NAME=VALUE
+ * in the environment, iterations alternated. */
+typedef struct cli_ab_args {
+  const char *config, *name, *value;
+  int threads;
+  long iters, warmup;
+  bool json;
+} cli_ab_args;
+
+int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_error *err);
 
 #endif

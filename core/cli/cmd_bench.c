@@ -10,7 +10,7 @@
 
 typedef struct bench_args {
   cli_model_args model;
-  const char *weights, *shape;
+  const char *weights, *shape, *ab;
   long threads, iters, warmup;
   bool profile, json, peak, reference;
 } bench_args;
@@ -34,7 +34,7 @@ static int parse_option(bench_args *b, int argc, char **argv, int *i) {
   const char *arg = argv[*i];
   bool takes = strcmp(arg, "--weights") == 0 || strcmp(arg, "--shape") == 0 ||
                strcmp(arg, "--threads") == 0 || strcmp(arg, "--iters") == 0 ||
-               strcmp(arg, "--warmup") == 0;
+               strcmp(arg, "--warmup") == 0 || strcmp(arg, "--ab") == 0;
   if (!takes) {
     bool *flag = strcmp(arg, "--profile") == 0     ? &b->profile
                  : strcmp(arg, "--json") == 0      ? &b->json
@@ -53,12 +53,30 @@ static int parse_option(bench_args *b, int argc, char **argv, int *i) {
     b->weights = v;
   else if (strcmp(arg, "--shape") == 0)
     b->shape = v;
+  else if (strcmp(arg, "--ab") == 0)
+    b->ab = v;
   else if (strcmp(arg, "--threads") == 0)
     return parse_count(arg, v, 1, &b->threads);
   else if (strcmp(arg, "--iters") == 0)
     return parse_count(arg, v, 1, &b->iters);
   else
     return parse_count(arg, v, 0, &b->warmup);
+  return CLI_OK;
+}
+
+#define AB_NAME_MAX 128
+
+static int check_ab(const bench_args *b) {
+  const char *eq = strchr(b->ab, '=');
+  if (!eq || eq == b->ab || eq - b->ab >= AB_NAME_MAX)
+    return cli_usage_error(CLI_USAGE_BENCH,
+                           "--ab: expected NAME=VALUE, an environment variable that the plan "
+                           "reads when it compiles (CBRICK_WINOGRAD=0, say), found '%s'",
+                           b->ab);
+  if (b->reference || b->profile || b->peak)
+    return cli_usage_error(CLI_USAGE_BENCH,
+                           "bench: --ab times two compiled plans, not with --reference, "
+                           "--profile or --peak");
   return CLI_OK;
 }
 
@@ -74,7 +92,7 @@ static int parse(bench_args *b, int argc, char **argv) {
     return cli_usage_error(CLI_USAGE_BENCH, "bench: CONFIG is missing");
   if (b->reference && b->profile)
     return cli_usage_error(CLI_USAGE_BENCH, "bench: --profile needs the plan (not --reference)");
-  return CLI_OK;
+  return b->ab ? check_ab(b) : CLI_OK;
 }
 
 /* VmHWM of this process image; ru_maxrss would include the parent's RSS at fork. */
@@ -247,12 +265,31 @@ static void report(const bench_args *b, const bench_result *r, const cb_tensor *
   printf("peak RSS %.1f MiB\n", (double)rss / 1048576.0);
 }
 
+static int bench_ab(const bench_args *b, cb_module *m, const cb_tensor *x, cb_error *err) {
+  char name[AB_NAME_MAX];
+  const char *eq = strchr(b->ab, '=');
+  snprintf(name, sizeof name, "%.*s", (int)(eq - b->ab), b->ab);
+  cli_ab_args a = {.config = b->model.config,
+                   .name = name,
+                   .value = eq + 1,
+                   .threads = (int)b->threads,
+                   .iters = b->iters > 0 ? b->iters : 10,
+                   .warmup = b->warmup >= 0 ? b->warmup : 2,
+                   .json = b->json};
+  return cli_bench_ab(&a, m, x, err);
+}
+
 static int bench_model(const bench_args *b, cb_module *m, cb_error *err) {
   cb_tensor *x = random_input(b, err);
   if (!x) return -1;
   cb_module_train(m, false);
   cb_set_num_threads((int)b->threads);
   bench_result r = {0};
+  if (b->ab) {
+    int rc = bench_ab(b, m, x, err);
+    cb_tensor_free(x);
+    return rc;
+  }
   cb_plan *plan = cb_plan_compile(m, x->shape, (int)b->threads, err);
   int rc = plan ? 0 : -1;
   if (plan) {

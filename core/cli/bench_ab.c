@@ -1,0 +1,112 @@
+/* cbrick bench --ab NAME=VALUE: the plan as it compiles (A) against the plan compiled with the
+ * environment variable NAME set to VALUE (B), their iterations alternated in one process (A B,
+ * then B A, ...), so that a shared machine's slow and fast stretches fall on both alike. */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "cli.h"
+
+/* A plan compiled with NAME=VALUE in the environment, which is restored afterwards. */
+static cb_plan *compile_with(cb_module *m, const int64_t *shape, int threads, const char *name,
+                             const char *value, cb_error *err) {
+  const char *old = getenv(name);
+  char *saved = old ? strdup(old) : NULL;
+  if (old && !saved) {
+    cb_fail(err, "out of memory");
+    return NULL;
+  }
+  setenv(name, value, 1);
+  cb_plan *plan = cb_plan_compile(m, shape, threads, err);
+  if (saved)
+    setenv(name, saved, 1);
+  else
+    unsetenv(name);
+  free(saved);
+  return plan;
+}
+
+static int run_timed(cb_plan *plan, const cb_tensor *x, double *ms, cb_error *err) {
+  cb_tensor_list outs = {0};
+  double t0 = cli_now_ms();
+  int rc = cb_plan_run(plan, x, &outs, err);
+  if (ms) *ms = cli_now_ms() - t0;
+  cb_tensor_list_clear(&outs);
+  return rc;
+}
+
+static int compare_double(const void *a, const void *b) {
+  double x = *(const double *)a, y = *(const double *)b;
+  return (x > y) - (x < y);
+}
+
+/* Sorts v and returns its median. */
+static double median_of(double *v, long n) {
+  qsort(v, (size_t)n, sizeof *v, compare_double);
+  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
+}
+
+/* Iteration i runs A then B for even i, B then A for odd i; ms[0] and ms[1] get A's and B's
+ * times. */
+static int alternate(cb_plan *const plans[2], const cb_tensor *x, long iters, long warmup,
+                     double *ms[2], cb_error *err) {
+  for (long i = 0; i < warmup; i++)
+    for (int p = 0; p < 2; p++)
+      if (run_timed(plans[p], x, NULL, err)) return -1;
+  for (long i = 0; i < iters; i++)
+    for (int k = 0; k < 2; k++) {
+      int p = k ^ (int)(i % 2);
+      if (run_timed(plans[p], x, &ms[p][i], err)) return -1;
+    }
+  return 0;
+}
+
+static const char *isa_of(cb_plan *plan) {
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  return s.isa ? s.isa : "portable";
+}
+
+static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2], double *ratio) {
+  long n = a->iters;
+  double min_a = ms[0][0], min_b = ms[1][0];
+  for (long i = 0; i < n; i++) {
+    ratio[i] = ms[1][i] / ms[0][i];
+    min_a = ms[0][i] < min_a ? ms[0][i] : min_a;
+    min_b = ms[1][i] < min_b ? ms[1][i] : min_b;
+  }
+  double med_a = median_of(ms[0], n), med_b = median_of(ms[1], n), med_r = median_of(ratio, n);
+  if (a->json) {
+    printf("{\"config\": \"%s\", \"threads\": %d, \"iters\": %ld, \"ab\": \"%s=%s\", "
+           "\"a_median_ms\": %.4f, \"a_min_ms\": %.4f, \"a_isa\": \"%s\", "
+           "\"b_median_ms\": %.4f, \"b_min_ms\": %.4f, \"b_isa\": \"%s\", "
+           "\"ratio_median\": %.4f}\n",
+           a->config, a->threads, n, a->name, a->value, med_a, min_a, isa_of(plans[0]), med_b,
+           min_b, isa_of(plans[1]), med_r);
+    return;
+  }
+  printf("%s, %d threads, %ld iterations of each plan, alternated\n", a->config, a->threads, n);
+  printf("A (as compiled, %s kernels): median %.3f ms, min %.3f ms\n", isa_of(plans[0]), med_a,
+         min_a);
+  printf("B (%s=%s, %s kernels): median %.3f ms, min %.3f ms\n", a->name, a->value,
+         isa_of(plans[1]), med_b, min_b);
+  printf("B/A: median over the iterations %.4f\n", med_r);
+}
+
+int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_error *err) {
+  cb_plan *plans[2] = {cb_plan_compile(m, x->shape, a->threads, err), NULL};
+  if (plans[0]) plans[1] = compile_with(m, x->shape, a->threads, a->name, a->value, err);
+  double *ms[2] = {calloc((size_t)a->iters, sizeof(double)),
+                   calloc((size_t)a->iters, sizeof(double))};
+  double *ratio = calloc((size_t)a->iters, sizeof(double));
+  int rc = plans[0] && plans[1] ? 0 : -1;
+  if (rc == 0 && (!ms[0] || !ms[1] || !ratio)) rc = cb_fail(err, "out of memory");
+  if (rc == 0) rc = alternate(plans, x, a->iters, a->warmup, ms, err);
+  if (rc == 0) report(a, plans, ms, ratio);
+  free(ms[0]);
+  free(ms[1]);
+  free(ratio);
+  cb_plan_free(plans[0]);
+  cb_plan_free(plans[1]);
+  return rc;
+}
