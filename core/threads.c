@@ -102,14 +102,26 @@ static void run_tasks(pool *p, int thread, uint32_t gen) {
   task_thread = -1;
 }
 
-/* The idle time of a loop that ended at `end`: per thread, from running out of tasks to the
- * end, or the whole loop for a thread that came too late to find any. */
+/* When thread t ran out of tasks of loop gen, or -1 where it found none. */
+static int64_t ran_out(pool *p, int t, uint32_t gen, int64_t end) {
+  uint32_t seen = atomic_load_explicit(&p->shares[t].idle_gen, memory_order_acquire);
+  int64_t from = atomic_load_explicit(&p->shares[t].idle_from, memory_order_relaxed);
+  return seen == gen && from <= end ? from : -1;
+}
+
+/* The idle time of a loop that the caller saw end at `end`: per thread, from running out of
+ * tasks to the moment the last one did, or that whole stretch of the loop for a thread that came
+ * too late to find any. Counting to the last thread's moment rather than to `end` leaves out
+ * the time the caller lost to other processes before it saw the loop end. */
 static int64_t loop_idle(pool *p, int threads, uint32_t gen, int64_t start, int64_t end) {
-  int64_t idle = 0;
+  int64_t last = start, idle = 0;
   for (int t = 0; t < threads; t++) {
-    uint32_t seen = atomic_load_explicit(&p->shares[t].idle_gen, memory_order_acquire);
-    int64_t from = atomic_load_explicit(&p->shares[t].idle_from, memory_order_relaxed);
-    idle += end - (seen == gen && from <= end ? from : start);
+    int64_t from = ran_out(p, t, gen, end);
+    last = from > last ? from : last;
+  }
+  for (int t = 0; t < threads; t++) {
+    int64_t from = ran_out(p, t, gen, end);
+    idle += last - (from >= 0 ? from : start);
   }
   return idle;
 }
