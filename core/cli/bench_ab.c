@@ -93,16 +93,25 @@ static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2],
   printf("B/A: median over the iterations %.4f\n", med_r);
 }
 
+/* Times both plans; ms[0], ms[1] and ratio hold a->iters doubles each. */
+static int time_both(const cli_ab_args *a, cb_plan *const plans[2], const cb_tensor *x,
+                     double *ms[2], double *ratio, cb_error *err) {
+  if (alternate(plans, x, a->iters, a->warmup, ms, err)) return -1;
+  report(a, plans, ms, ratio);
+  return 0;
+}
+
 int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_error *err) {
   cb_plan *plans[2] = {cb_plan_compile(m, x->shape, a->threads, err), NULL};
   if (plans[0]) plans[1] = compile_with(m, x->shape, a->threads, a->name, a->value, err);
   double *ms[2] = {calloc((size_t)a->iters, sizeof(double)),
                    calloc((size_t)a->iters, sizeof(double))};
   double *ratio = calloc((size_t)a->iters, sizeof(double));
-  int rc = plans[0] && plans[1] ? 0 : -1;
-  if (rc == 0 && (!ms[0] || !ms[1] || !ratio)) rc = cb_fail(err, "out of memory");
-  if (rc == 0) rc = alternate(plans, x, a->iters, a->warmup, ms, err);
-  if (rc == 0) report(a, plans, ms, ratio);
+  int rc = -1;
+  if (!ms[0] || !ms[1] || !ratio)
+    cb_fail(err, "out of memory");
+  else if (plans[0] && plans[1])
+    rc = time_both(a, plans, x, ms, ratio, err);
   free(ms[0]);
   free(ms[1]);
   free(ratio);
