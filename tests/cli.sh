@@ -258,13 +258,13 @@ for key in a_median_ms a_min_ms b_median_ms b_min_ms ratio_median; do
   has "bench ab json has $key" "\"$key\": "
 done
 has "bench ab: B compiled with the variable" '"b_isa": "portable"'
-if grep -qF '"isa": "portable"' <("$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 \
-  --iters 1 --warmup 0 --json); then :; else
+if ! grep -qF '"isa": "portable"' <("$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 \
+  --iters 1 --warmup 0 --json); then
   lacks "bench ab: A compiled without it" '"a_isa": "portable"'
 fi
-expect "bench ab: A compiled under the environment as it is" 0 '"a_isa": "portable"' env CBRICK_ISA=portable \
-  "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 --warmup 0 \
-  --ab CBRICK_WINOGRAD=0 --json
+expect "bench ab: A compiled under the environment as it is" 0 '"a_isa": "portable"' \
+  env CBRICK_ISA=portable "$CBRICK" --quiet bench "$TMP/r18.json" --shape 1x3x64x64 --iters 1 \
+  --warmup 0 --ab CBRICK_WINOGRAD=0 --json
 expect "bench ab without =" 2 "--ab: expected NAME=VALUE" "$CBRICK" bench "$TMP/r18.json" \
   --ab CBRICK_WINOGRAD
 expect "bench ab without a name" 2 "found '=0'" "$CBRICK" bench "$TMP/r18.json" --ab =0

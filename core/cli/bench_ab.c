@@ -27,23 +27,10 @@ static cb_plan *compile_with(cb_module *m, const int64_t *shape, int threads, co
 }
 
 static int run_timed(cb_plan *plan, const cb_tensor *x, double *ms, cb_error *err) {
-  cb_tensor_list outs = {0};
   double t0 = cli_now_ms();
-  int rc = cb_plan_run(plan, x, &outs, err);
+  int rc = cli_bench_run_once(NULL, plan, x, err);
   if (ms) *ms = cli_now_ms() - t0;
-  cb_tensor_list_clear(&outs);
   return rc;
-}
-
-static int compare_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
-}
-
-/* Sorts v and returns its median. */
-static double median_of(double *v, long n) {
-  qsort(v, (size_t)n, sizeof *v, compare_double);
-  return n % 2 ? v[n / 2] : (v[n / 2 - 1] + v[n / 2]) / 2;
 }
 
 /* Iteration i runs A then B for even i, B then A for odd i; ms[0] and ms[1] get A's and B's
@@ -69,13 +56,11 @@ static const char *isa_of(cb_plan *plan) {
 
 static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2], double *ratio) {
   long n = a->iters;
-  double min_a = ms[0][0], min_b = ms[1][0];
-  for (long i = 0; i < n; i++) {
+  for (long i = 0; i < n; i++)
     ratio[i] = ms[1][i] / ms[0][i];
-    min_a = ms[0][i] < min_a ? ms[0][i] : min_a;
-    min_b = ms[1][i] < min_b ? ms[1][i] : min_b;
-  }
-  double med_a = median_of(ms[0], n), med_b = median_of(ms[1], n), med_r = median_of(ratio, n);
+  /* cli_median sorts: each plan's fastest iteration is then its first */
+  double med_a = cli_median(ms[0], n), med_b = cli_median(ms[1], n), med_r = cli_median(ratio, n);
+  double min_a = ms[0][0], min_b = ms[1][0];
   if (a->json) {
     printf("{\"config\": \"%s\", \"threads\": %d, \"iters\": %ld, \"ab\": \"%s=%s\", "
            "\"a_median_ms\": %.4f, \"a_min_ms\": %.4f, \"a_isa\": \"%s\", "

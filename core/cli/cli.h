@@ -24,6 +24,8 @@ typedef struct cli_model_args {
 
 /* The monotonic clock in milliseconds, for the commands' timings. */
 double cli_now_ms(void);
+/* Sorts v[0..n) (n >= 1) and returns its median. */
+double cli_median(double *v, long n);
 /* "cbrick: <message>" on stderr; returns CLI_FAIL. */
 int cli_fail(const char *fmt, ...) CB_PRINTF(1, 2);
 /* "cbrick: <message>" and the usage line on stderr; returns CLI_USAGE. */
@@ -82,5 +84,7 @@ typedef struct cli_ab_args {
 } cli_ab_args;
 
 int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_error *err);
+/* One forward of plan on x, or of m's module tree when plan is NULL; the outputs are dropped. */
+int cli_bench_run_once(cb_module *m, cb_plan *plan, const cb_tensor *x, cb_error *err);
 
 #endif

@@ -8,11 +8,15 @@
 #include <sys/resource.h>
 #include "cli.h"
 
+#define AB_NAME_MAX 128
+
 typedef struct bench_args {
   cli_model_args model;
   const char *weights, *shape, *ab;
   long threads, iters, warmup;
   bool profile, json, peak, reference;
+  char ab_name[AB_NAME_MAX]; /* --ab NAME=VALUE, split by check_ab */
+  const char *ab_value;
 } bench_args;
 
 typedef struct bench_result {
@@ -64,9 +68,7 @@ static int parse_option(bench_args *b, int argc, char **argv, int *i) {
   return CLI_OK;
 }
 
-#define AB_NAME_MAX 128
-
-static int check_ab(const bench_args *b) {
+static int check_ab(bench_args *b) {
   const char *eq = strchr(b->ab, '=');
   if (!eq || eq == b->ab || eq - b->ab >= AB_NAME_MAX)
     return cli_usage_error(CLI_USAGE_BENCH,
@@ -77,6 +79,8 @@ static int check_ab(const bench_args *b) {
     return cli_usage_error(CLI_USAGE_BENCH,
                            "bench: --ab times two compiled plans, not with --reference, "
                            "--profile or --peak");
+  snprintf(b->ab_name, sizeof b->ab_name, "%.*s", (int)(eq - b->ab), b->ab);
+  b->ab_value = eq + 1;
   return CLI_OK;
 }
 
@@ -107,11 +111,6 @@ static size_t peak_rss_bytes(void) {
   struct rusage ru;
   getrusage(RUSAGE_SELF, &ru);
   return (size_t)ru.ru_maxrss * 1024;
-}
-
-static int compare_double(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return x < y ? -1 : x > y;
 }
 
 /* ---- the FMA peak: independent accumulator chains, one loop per thread ---- */
@@ -195,7 +194,7 @@ static cb_tensor *random_input(const bench_args *b, cb_error *err) {
   return x;
 }
 
-static int run_once(cb_module *m, cb_plan *plan, const cb_tensor *x, cb_error *err) {
+int cli_bench_run_once(cb_module *m, cb_plan *plan, const cb_tensor *x, cb_error *err) {
   cb_tensor_list outs = {0};
   int rc = plan ? cb_plan_run(plan, x, &outs, err) : cb_module_forward_multi(m, x, &outs, err);
   cb_tensor_list_clear(&outs);
@@ -209,20 +208,19 @@ static int time_runs(const bench_args *b, cb_module *m, cb_plan *plan, const cb_
   if (!ms) return cb_fail(err, "out of memory");
   int rc = 0;
   for (long i = 0; rc == 0 && i < warmup; i++)
-    rc = run_once(m, plan, x, err);
+    rc = cli_bench_run_once(m, plan, x, err);
   if (plan && b->profile) {
     cb_plan_profile_reset(plan);
     cb_plan_profile_enable(plan, true);
   }
   for (long i = 0; rc == 0 && i < iters; i++) {
     double t0 = cli_now_ms();
-    rc = run_once(m, plan, x, err);
+    rc = cli_bench_run_once(m, plan, x, err);
     ms[i] = cli_now_ms() - t0;
   }
-  qsort(ms, (size_t)iters, sizeof *ms, compare_double);
+  r->median = cli_median(ms, iters);
   r->min = ms[0];
   r->max = ms[iters - 1];
-  r->median = iters % 2 ? ms[iters / 2] : (ms[iters / 2 - 1] + ms[iters / 2]) / 2;
   free(ms);
   return rc;
 }
@@ -266,15 +264,12 @@ static void report(const bench_args *b, const bench_result *r, const cb_tensor *
 }
 
 static int bench_ab(const bench_args *b, cb_module *m, const cb_tensor *x, cb_error *err) {
-  char name[AB_NAME_MAX];
-  const char *eq = strchr(b->ab, '=');
-  snprintf(name, sizeof name, "%.*s", (int)(eq - b->ab), b->ab);
   cli_ab_args a = {.config = b->model.config,
-                   .name = name,
-                   .value = eq + 1,
+                   .name = b->ab_name,
+                   .value = b->ab_value,
                    .threads = (int)b->threads,
-                   .iters = b->iters > 0 ? b->iters : 10,
-                   .warmup = b->warmup >= 0 ? b->warmup : 2,
+                   .iters = b->iters,
+                   .warmup = b->warmup,
                    .json = b->json};
   return cli_bench_ab(&a, m, x, err);
 }
@@ -284,12 +279,12 @@ static int bench_model(const bench_args *b, cb_module *m, cb_error *err) {
   if (!x) return -1;
   cb_module_train(m, false);
   cb_set_num_threads((int)b->threads);
-  bench_result r = {0};
   if (b->ab) {
     int rc = bench_ab(b, m, x, err);
     cb_tensor_free(x);
     return rc;
   }
+  bench_result r = {0};
   cb_plan *plan = cb_plan_compile(m, x->shape, (int)b->threads, err);
   int rc = plan ? 0 : -1;
   if (plan) {
