@@ -498,6 +498,21 @@ static void pack_direct_rows(const conv_job *j, const float *src, int64_t n0, in
   }
 }
 
+/* A task's columns [n0, n1) of image img, group g, into its own panel: a packed 1x1
+ * convolution's a row at a time, others slab by slab, skipping the slabs read in place. */
+static void pack_task(const conv_job *j, int img, int g, int64_t n0, int64_t n1, float *panel) {
+  const plan_conv *c = &j->node->conv;
+  if (c->direct && !c->b_off && !c->k_side) {
+    pack_direct_rows(j, pack_source(j, img, g), n0, n1, panel);
+    return;
+  }
+  for (int64_t c0 = n0; c0 < n1; c0 += GEMM_NR) {
+    int64_t c1 = c0 + GEMM_NR < n1 ? c0 + GEMM_NR : n1;
+    if (!slab_in_place(c, c1 - c0))
+      pack_slab(j, img, g, c0, c1, panel + (c0 - n0) / GEMM_NR * c->k * GEMM_NR);
+  }
+}
+
 static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_t m1, int64_t n0,
                            int64_t n1, int thread) {
   const plan_node *n = j->node;
@@ -508,13 +523,7 @@ static void conv_task_fast(const conv_job *j, int g, int img, int64_t m0, int64_
   float *panel = c->shared_panel ? j->plan->shared + n0 * c->k
                                  : j->plan->scratch + (size_t)thread * j->plan->scratch_floats;
   int64_t slabs = (n1 - n0 + GEMM_NR - 1) / GEMM_NR, blocks = (j->og + GEMM_MR - 1) / GEMM_MR;
-  if (!c->shared_panel && c->direct && !c->b_off && !c->k_side)
-    pack_direct_rows(j, pack_source(j, img, g), n0, n1, panel);
-  else
-    for (int64_t s = 0; !c->shared_panel && s < slabs; s++) {
-      int64_t c0 = n0 + s * GEMM_NR, c1 = c0 + GEMM_NR < n1 ? c0 + GEMM_NR : n1;
-      if (!slab_in_place(c, c1 - c0)) pack_slab(j, img, g, c0, c1, panel + s * c->k * GEMM_NR);
-    }
+  if (!c->shared_panel) pack_task(j, img, g, n0, n1, panel);
   const float *a_group = c->packed + (int64_t)g * blocks * GEMM_MR * c->k;
   const float *bias = c->bias + (int64_t)g * j->og, *src = pack_source(j, img, g);
   for (int64_t m = m0; m < m1; m += GEMM_MR) {

@@ -114,15 +114,13 @@ static int64_t ran_out(pool *p, int t, uint32_t gen, int64_t end) {
  * too late to find any. Counting to the last thread's moment rather than to `end` leaves out
  * the time the caller lost to other processes before it saw the loop end. */
 static int64_t loop_idle(pool *p, int threads, uint32_t gen, int64_t start, int64_t end) {
-  int64_t last = start, idle = 0;
+  int64_t from[POOL_MAX_THREADS], last = start, idle = 0;
   for (int t = 0; t < threads; t++) {
-    int64_t from = ran_out(p, t, gen, end);
-    last = from > last ? from : last;
+    from[t] = ran_out(p, t, gen, end);
+    last = from[t] > last ? from[t] : last;
   }
-  for (int t = 0; t < threads; t++) {
-    int64_t from = ran_out(p, t, gen, end);
-    idle += last - (from >= 0 ? from : start);
-  }
+  for (int t = 0; t < threads; t++)
+    idle += last - (from[t] >= 0 ? from[t] : start);
   return idle;
 }
 
