@@ -26,24 +26,24 @@ static cb_plan *compile_with(cb_module *m, const int64_t *shape, int threads, co
   return plan;
 }
 
-static int run_timed(cb_plan *plan, const cb_tensor *x, double *ms, cb_error *err) {
+static int run_timed(cb_module *m, cb_plan *plan, const cb_tensor *x, double *ms, cb_error *err) {
   double t0 = cli_now_ms();
-  int rc = cli_bench_run_once(NULL, plan, x, err);
+  int rc = cli_bench_run_once(m, plan, x, err);
   if (ms) *ms = cli_now_ms() - t0;
   return rc;
 }
 
 /* Iteration i runs A then B for even i, B then A for odd i; ms[0] and ms[1] get A's and B's
  * times. */
-static int alternate(cb_plan *const plans[2], const cb_tensor *x, long iters, long warmup,
-                     double *ms[2], cb_error *err) {
+static int alternate(cb_module *m, cb_plan *const plans[2], const cb_tensor *x, long iters,
+                     long warmup, double *ms[2], cb_error *err) {
   for (long i = 0; i < warmup; i++)
     for (int p = 0; p < 2; p++)
-      if (run_timed(plans[p], x, NULL, err)) return -1;
+      if (run_timed(m, plans[p], x, NULL, err)) return -1;
   for (long i = 0; i < iters; i++)
     for (int k = 0; k < 2; k++) {
       int p = k ^ (int)(i % 2);
-      if (run_timed(plans[p], x, &ms[p][i], err)) return -1;
+      if (run_timed(m, plans[p], x, &ms[p][i], err)) return -1;
     }
   return 0;
 }
@@ -79,9 +79,9 @@ static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2],
 }
 
 /* Times both plans; ms[0], ms[1] and ratio hold a->iters doubles each. */
-static int time_both(const cli_ab_args *a, cb_plan *const plans[2], const cb_tensor *x,
-                     double *ms[2], double *ratio, cb_error *err) {
-  if (alternate(plans, x, a->iters, a->warmup, ms, err)) return -1;
+static int time_both(const cli_ab_args *a, cb_module *m, cb_plan *const plans[2],
+                     const cb_tensor *x, double *ms[2], double *ratio, cb_error *err) {
+  if (alternate(m, plans, x, a->iters, a->warmup, ms, err)) return -1;
   report(a, plans, ms, ratio);
   return 0;
 }
@@ -96,7 +96,7 @@ int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_erro
   if (!ms[0] || !ms[1] || !ratio)
     cb_fail(err, "out of memory");
   else if (plans[0] && plans[1])
-    rc = time_both(a, plans, x, ms, ratio, err);
+    rc = time_both(a, m, plans, x, ms, ratio, err);
   free(ms[0]);
   free(ms[1]);
   free(ratio);
