@@ -407,6 +407,7 @@ CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *s) {
       int64_t depth = n->conv.winograd ? plan_winograd_positions(n) * n->conv.cg : n->conv.k;
       s->weight_bytes += (size_t)(rows * depth + n->conv.o) * sizeof(float);
       s->winograd += n->conv.winograd > 0;
+      s->streamed += n->conv.stream_out;
     }
     if (n->dead) {
       s->fused_bn += n->kind == PN_AFFINE;

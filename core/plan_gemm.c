@@ -249,6 +249,13 @@ TARGET void plan_small_store(const small_out *o) {
       store_block(o, ch0, p);
 }
 
+TARGET void plan_stream_copy(float *dst, const float *src, int64_t n) {
+  assert(!((uintptr_t)dst & 63) && n % 16 == 0);
+  for (int64_t i = 0; i < n; i += 16)
+    _mm512_stream_ps(dst + i, _mm512_loadu_ps(src + i));
+  _mm_sfence();
+}
+
 typedef struct run_masks {
   __mmask16 lo, hi;
   __mmask16 even[4]; /* stride 2: the source elements of lo (two vectors) and hi (two) */

@@ -70,6 +70,9 @@ typedef struct small_out {
 } small_out;
 
 void plan_small_store(const small_out *o);
+/* n floats (a multiple of 16) from src to a line-aligned dst with non-temporal stores, then
+ * a store fence. */
+void plan_stream_copy(float *dst, const float *src, int64_t n);
 
 typedef struct gemm_tile {
   int64_t kc;

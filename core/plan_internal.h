@@ -22,6 +22,7 @@ typedef struct plan_conv {
   float *weight;            /* [o][k], BatchNorm folded in */
   float *bias;              /* [o], always present */
   int nc, mc;               /* column and row tile of the threaded gemm */
+  bool stream_out;          /* small-map: output written past the caches (plan_small.c) */
   int n_tiles;              /* column kernel: tiles of at most nc columns (col_range) */
   bool direct;              /* 1x1, stride 1, no padding: the input is the gemm's B */
   float *packed;            /* AVX-512 path: per group, blocks of GEMM_MR rows, [k][GEMM_MR] */

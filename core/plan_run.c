@@ -274,7 +274,8 @@ static const char *kernel_name(const cb_plan *plan, const plan_node *n) {
   if (n->kind != PN_CONV) return "";
   if (!plan->kernels) return "blas";
   if (c->winograd) return winograd[c->winograd];
-  return c->small ? "small-map" : c->padded ? "column, padded" : "column";
+  if (c->small) return c->stream_out ? "small-map, streamed" : "small-map";
+  return c->padded ? "column, padded" : "column";
 }
 
 CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
@@ -285,7 +286,7 @@ CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
       total += plan->nodes[i].ms_total;
       idle += plan->nodes[i].idle_ms_total;
     }
-  fprintf(out, "%-28s %-14s %-15s %-18s %9s %9s %6s %9s\n", "node", "kind", "kernel", "output",
+  fprintf(out, "%-28s %-14s %-19s %-18s %9s %9s %6s %9s\n", "node", "kind", "kernel", "output",
           "ms", "GFLOP/s", "share", "idle ms");
   for (int i = 0; i < plan->n_nodes; i++) {
     const plan_node *n = &plan->nodes[i];
@@ -293,11 +294,11 @@ CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
     char shape[64];
     cb_shape_format(4, plan->values[n->out].shape, shape, sizeof shape);
     double ms = n->ms_total / (double)runs;
-    fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9.1f %5.1f%% %9.3f\n",
+    fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9.1f %5.1f%% %9.3f\n",
             n->name[0] ? n->name : "model", kind_name(n), kernel_name(plan, n), shape, ms,
             ms > 0 ? n->flops / ms / 1e6 : 0.0, total > 0 ? 100.0 * n->ms_total / total : 0.0,
             n->idle_ms_total / (double)runs);
   }
-  fprintf(out, "%-28s %-14s %-15s %-18s %9.3f %9s %6s %9.3f\n", "total", "", "", "",
+  fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9s %6s %9.3f\n", "total", "", "", "",
           total / (double)runs, "", "", idle / (double)runs);
 }

@@ -6,6 +6,7 @@
  * each task owns a chunk of output channels and pixels, accumulates it in a buffer and
  * writes it back transposed with the epilogue. */
 #include <stdlib.h>
+#include <string.h>
 
 #include "plan_gemm.h"
 #include "plan_internal.h"
@@ -62,6 +63,19 @@ static int64_t first_nc(int64_t cols, int threads) {
   return round_up(cols, SMALL_PR);
 }
 
+/* Whether the output is written with non-temporal stores: a bottleneck's last convolution on
+ * two or more threads, each task's output one contiguous range (all its pixels). It writes
+ * over its residual, which both threads read in the block's first convolution: where the
+ * cores share no cache, every store to a line the other core still holds waited for that copy
+ * to be invalidated. Non-temporal stores do not wait: ResNet-101's layer3 conv3 on two
+ * threads took 0.31 instead of 0.41 ms, and the next layer, which then reads its input from
+ * memory, was no slower. CBRICK_STREAM=0 turns this off. */
+static bool streams_out(const cb_plan *plan, const plan_node *n, int64_t cols) {
+  const char *env = getenv("CBRICK_STREAM");
+  if (env && strcmp(env, "0") == 0) return false;
+  return plan->threads > 1 && n->in[1] >= 0 && n->conv.nc >= cols;
+}
+
 /* Chunks: mc output channels by nc pixels per task, at most SMALL_CT floats, and at least two
  * tasks per thread when the layer allows. */
 int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
@@ -88,6 +102,7 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->nc = (int)nc;
   c->small = true;
   c->shared_panel = false;
+  c->stream_out = streams_out(plan, n, cols);
   return pack_weights(plan, c, err);
 }
 
@@ -107,10 +122,12 @@ size_t plan_small_shared(const cb_plan *plan, const plan_node *n) {
   return (size_t)((c->direct ? c->k_side : c->k) * im2col_ld(&plan->values[n->out]));
 }
 
-/* The accumulators of one block of SMALL_NO channels. */
+/* The accumulators of one block of SMALL_NO channels, then, where the output is streamed, the
+ * block's output staged for the copy. */
 size_t plan_small_scratch(const cb_plan *plan, const plan_node *n) {
-  (void)plan;
-  return (size_t)SMALL_NO * (size_t)n->conv.nc;
+  const int64_t *out = plan->values[n->out].shape;
+  size_t staged = n->conv.stream_out ? (size_t)round_up(SMALL_NO * out[2] * out[3], 16) : 0;
+  return (size_t)SMALL_NO * (size_t)n->conv.nc + staged;
 }
 
 typedef struct small_job {
@@ -125,17 +142,22 @@ typedef struct small_job {
 
 /* y[m][p] = acc + bias (+ residual), then ReLU, for channels [m, m + rows) of the task's
  * pixels, while the accumulators are in L1. */
-static void write_back(const small_job *j, const float *acc, int64_t m, int rows, int64_t p0,
-                       int64_t p1, float *y, const float *res) {
+static void write_back(const small_job *j, float *acc, int64_t m, int rows, int64_t p0, int64_t p1,
+                       float *y, const float *res) {
+  float *dst = y + m * j->cols;
+  /* whole lines only: ResNets' blocks of 32 channels always are */
+  bool stream = j->node->conv.stream_out && !((uintptr_t)dst & 63) && rows * j->cols % 16 == 0;
+  float *staged = acc + SMALL_NO * j->node->conv.nc;
   small_out o = {.acc = acc,
                  .rows = rows,
                  .pixels = p1 - p0,
                  .ldy = j->cols,
-                 .y = y + m * j->cols + p0,
+                 .y = stream ? staged : dst + p0,
                  .res = res ? res + m * j->cols + p0 : NULL,
                  .bias = j->node->conv.bias + m,
                  .relu = j->node->relu};
   plan_small_store(&o);
+  if (stream) plan_stream_copy(dst, staged, rows * j->cols);
 }
 
 /* Row k of the GEMM's A (depth k, every pixel), its stride, and how many rows follow it in

@@ -478,6 +478,61 @@ Test(plan, small_maps_and_thread_splits) {
   cb_module_free(m);
 }
 
+/* A plan compiled with CBRICK_STREAM set to `stream`, run on x; its streamed convs in *count. */
+static cb_tensor_list run_streamed(cb_module *m, const cb_tensor *x, int threads,
+                                   const char *stream, int *count) {
+  cb_error err = {0};
+  setenv("CBRICK_STREAM", stream, 1);
+  cb_plan *plan = compile_ok(m, x, threads);
+  unsetenv("CBRICK_STREAM");
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  *count = s.streamed;
+  cb_tensor_list outs = {0};
+  cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s", err.msg);
+  cb_plan_free(plan);
+  return outs;
+}
+
+/* On two and three threads the bottlenecks' last convolutions on small maps (14x14, 7x7, 7x5,
+ * 4x3) write their output with non-temporal stores: the same bits as with ordinary stores,
+ * batch 2 too, and the reference's values. */
+Test(plan, streamed_outputs_match) {
+  use_kernels_or_skip("avx512");
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 50, \"base_channels\": 16, "
+                               "\"stem_channels\": 16}",
+                               29);
+  const int64_t sizes[2][4] = {{1, 3, 224, 224}, {2, 3, 100, 76}};
+  for (int i = 0; i < 2; i++) {
+    cb_error err = {0};
+    cb_tensor *x = cb_tensor_new(CB_F32, 4, sizes[i], &err);
+    cr_assert_not_null(x, "%s", err.msg);
+    cb_rng rng;
+    cb_rng_seed(&rng, 5);
+    for (int64_t k = 0; k < cb_tensor_numel(x); k++)
+      cb_f32(x)[k] = (float)cb_rng_normal(&rng);
+    cb_tensor_list want = {0};
+    cr_assert_eq(cb_module_forward_multi(m, x, &want, &err), 0, "%s", err.msg);
+    for (int threads = 2; threads <= 3; threads++) {
+      int streamed, plain;
+      cb_tensor_list got = run_streamed(m, x, threads, "1", &streamed);
+      cb_tensor_list ref = run_streamed(m, x, threads, "0", &plain);
+      cr_assert_geq(streamed, 7, "streamed convs: %d", streamed);
+      cr_assert_eq(plain, 0, "streamed convs with CBRICK_STREAM=0: %d", plain);
+      for (int o = 0; o < got.n; o++) {
+        expect_close(got.items[o], want.items[o], "streamed plan vs reference");
+        cr_assert(!memcmp(got.items[o]->data, ref.items[o]->data, cb_tensor_nbytes(ref.items[o])),
+                  "output %d on %d threads differs from the unstreamed plan's", o, threads);
+      }
+      cb_tensor_list_clear(&got);
+      cb_tensor_list_clear(&ref);
+    }
+    cb_tensor_list_clear(&want);
+    cb_tensor_free(x);
+  }
+  cb_module_free(m);
+}
+
 /* Stage outputs: the ones later layers read are computed in the arena and copied out, unless
  * larger than 8 MiB (layer1's here, 32 x 264 x 256 floats), which are written straight into
  * the caller's tensor and read from there. */

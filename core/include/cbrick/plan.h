@@ -65,6 +65,7 @@ typedef struct cb_plan_stats {
   double flops;        /* direct-convolution multiply-adds x 2 per run (also for Winograd) */
   int merged_convs;    /* 1x1 convs run inside another's GEMM (a downsample with its conv3) */
   const char *isa;     /* the convolutions' kernels: "avx512", "avx2" or "portable" (OpenBLAS) */
+  int streamed;        /* convs whose output is written with non-temporal stores */
 } cb_plan_stats;
 CB_API void cb_plan_get_stats(const cb_plan *plan, cb_plan_stats *out);
 
