@@ -96,6 +96,7 @@ struct cb_plan {
   size_t weights_reserved, weights_used;
   bool profile;
   long runs;
+  bool streams; /* non-temporal stores allowed (plan_small.c); not with CBRICK_STREAM=0 */
 };
 
 struct cb_plan_builder {

@@ -6,7 +6,6 @@
  * each task owns a chunk of output channels and pixels, accumulates it in a buffer and
  * writes it back transposed with the epilogue. */
 #include <stdlib.h>
-#include <string.h>
 
 #include "plan_gemm.h"
 #include "plan_internal.h"
@@ -71,9 +70,7 @@ static int64_t first_nc(int64_t cols, int threads) {
  * threads took 0.31 instead of 0.41 ms, and the next layer, which then reads its input from
  * memory, was no slower. CBRICK_STREAM=0 turns this off. */
 static bool streams_out(const cb_plan *plan, const plan_node *n, int64_t cols) {
-  const char *env = getenv("CBRICK_STREAM");
-  if (env && strcmp(env, "0") == 0) return false;
-  return plan->threads > 1 && n->in[1] >= 0 && n->conv.nc >= cols;
+  return plan->streams && plan->threads > 1 && n->in[1] >= 0 && n->conv.nc >= cols;
 }
 
 /* Chunks: mc output channels by nc pixels per task, at most SMALL_CT floats, and at least two
