@@ -1,4 +1,5 @@
 /* Running a compiled plan, and its per-node profile. */
+#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -278,27 +279,51 @@ static const char *kernel_name(const cb_plan *plan, const plan_node *n) {
   return c->padded ? "column, padded" : "column";
 }
 
-CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
-  double total = 0, idle = 0;
-  long runs = plan->runs > 0 ? plan->runs : 1;
+CB_API int cb_plan_profile_nodes(const cb_plan *plan) {
+  int live = 0;
   for (int i = 0; i < plan->n_nodes; i++)
-    if (!plan->nodes[i].dead) {
-      total += plan->nodes[i].ms_total;
-      idle += plan->nodes[i].idle_ms_total;
-    }
+    live += !plan->nodes[i].dead;
+  return live;
+}
+
+static const plan_node *live_node(const cb_plan *plan, int i) {
+  for (int k = 0; k < plan->n_nodes; k++)
+    if (!plan->nodes[k].dead && i-- == 0) return &plan->nodes[k];
+  return NULL;
+}
+
+CB_API void cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out) {
+  const plan_node *n = live_node(plan, i);
+  assert(n);
+  double runs = plan->runs > 0 ? (double)plan->runs : 1.0;
+  *out = (cb_plan_node_profile){.name = n->name[0] ? n->name : "model",
+                                .kind = kind_name(n),
+                                .kernel = kernel_name(plan, n),
+                                .ms = n->ms_total / runs,
+                                .flops = n->flops,
+                                .idle_ms = n->idle_ms_total / runs};
+  memcpy(out->shape, plan->values[n->out].shape, sizeof out->shape);
+}
+
+CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
+  int nodes = cb_plan_profile_nodes(plan);
+  double total = 0, idle = 0;
+  cb_plan_node_profile p;
+  for (int i = 0; i < nodes; i++) {
+    cb_plan_profile_node(plan, i, &p);
+    total += p.ms;
+    idle += p.idle_ms;
+  }
   fprintf(out, "%-28s %-14s %-19s %-18s %9s %9s %6s %9s\n", "node", "kind", "kernel", "output",
           "ms", "GFLOP/s", "share", "idle ms");
-  for (int i = 0; i < plan->n_nodes; i++) {
-    const plan_node *n = &plan->nodes[i];
-    if (n->dead) continue;
+  for (int i = 0; i < nodes; i++) {
+    cb_plan_profile_node(plan, i, &p);
     char shape[64];
-    cb_shape_format(4, plan->values[n->out].shape, shape, sizeof shape);
-    double ms = n->ms_total / (double)runs;
-    fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9.1f %5.1f%% %9.3f\n",
-            n->name[0] ? n->name : "model", kind_name(n), kernel_name(plan, n), shape, ms,
-            ms > 0 ? n->flops / ms / 1e6 : 0.0, total > 0 ? 100.0 * n->ms_total / total : 0.0,
-            n->idle_ms_total / (double)runs);
+    cb_shape_format(4, p.shape, shape, sizeof shape);
+    fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9.1f %5.1f%% %9.3f\n", p.name, p.kind, p.kernel,
+            shape, p.ms, p.ms > 0 ? p.flops / p.ms / 1e6 : 0.0,
+            total > 0 ? 100.0 * p.ms / total : 0.0, p.idle_ms);
   }
-  fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9s %6s %9.3f\n", "total", "", "", "",
-          total / (double)runs, "", "", idle / (double)runs);
+  fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9s %6s %9.3f\n", "total", "", "", "", total, "", "",
+          idle);
 }

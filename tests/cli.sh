@@ -270,6 +270,19 @@ expect "bench ab without =" 2 "--ab: expected NAME=VALUE" "$CBRICK" bench "$TMP/
 expect "bench ab without a name" 2 "found '=0'" "$CBRICK" bench "$TMP/r18.json" --ab =0
 expect "bench ab with reference" 2 "--ab times two compiled plans" "$CBRICK" bench \
   "$TMP/r18.json" --ab CBRICK_WINOGRAD=0 --reference
+expect "bench ab with peak" 2 "--ab times two compiled plans" "$CBRICK" bench \
+  "$TMP/r18.json" --ab CBRICK_WINOGRAD=0 --peak
+expect "bench ab profile" 0 "kernel B" "$CBRICK" --quiet bench "$TMP/r18.json" \
+  --shape 1x3x64x64 --iters 2 --warmup 0 --ab CBRICK_WINOGRAD=0 --profile
+has "bench ab profile names the nodes" "layer4.1.conv2"
+if [ "$stem_kernel" != blas ]; then
+  ok "bench ab profile: a conv on Winograd in A only" \
+    "grep -Eq '^layer1[.]0[.]conv1 +winograd F[(][234]x[234][)] +(column|small-map)' \"\$OUT\""
+fi
+expect "bench ab profile json" 0 '"nodes": [{"name": "conv1", "a_kernel": ' "$CBRICK" --quiet \
+  bench "$TMP/r18.json" --shape 1x3x64x64 --iters 2 --warmup 0 --ab CBRICK_WINOGRAD=0 \
+  --profile --json
+has "bench ab profile json pairs the nodes" '"b_ms": '
 
 # --- shipped configs: each resolves and builds ---
 shipped=0

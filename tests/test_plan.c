@@ -690,3 +690,46 @@ Test(plan, profile_idle_one_thread) {
 Test(plan, profile_idle_two_threads) {
   check_idle(2);
 }
+
+/* The per-node profile: one entry per node run, named, with its output shape; a convolution
+ * names its kernel; the times are per run (a plan never run reports zeros). */
+Test(plan, profile_nodes) {
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 16, "
+                               "\"stem_channels\": 16}",
+                               3);
+  cb_error err = {0};
+  cb_tensor *x = cb_tensor_new4(1, 3, 64, 64, &err);
+  cr_assert_not_null(x, "%s", err.msg);
+  cb_plan *plan = compile_ok(m, x, 2);
+  cb_plan_stats s;
+  cb_plan_get_stats(plan, &s);
+  cr_assert_eq(cb_plan_profile_nodes(plan), s.nodes);
+  cb_plan_node_profile p;
+  cb_plan_profile_node(plan, 0, &p);
+  cr_assert_eq(p.ms, 0.0);
+  cb_plan_profile_enable(plan, true);
+  for (int i = 0; i < 3; i++) {
+    cb_tensor_list outs = {0};
+    cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s", err.msg);
+    cb_tensor_list_clear(&outs);
+  }
+  int convs = 0;
+  for (int i = 0; i < s.nodes; i++) {
+    cb_plan_profile_node(plan, i, &p);
+    cr_assert(p.name[0] && p.kind[0], "node %d", i);
+    cr_assert_gt(p.ms, 0.0, "%s", p.name);
+    cr_assert_leq(p.idle_ms, p.ms + 1e-3, "%s", p.name);
+    bool conv = strncmp(p.kind, "conv", 4) == 0;
+    cr_assert_eq(conv, p.kernel[0] != '\0', "%s (%s): kernel '%s'", p.name, p.kind, p.kernel);
+    convs += conv;
+    if (strcmp(p.name, "layer4.1.conv2") == 0) {
+      cr_assert_str_eq(p.kind, "conv+add+relu");
+      cr_assert_eq(p.shape[1], 128);
+      cr_assert_eq(p.shape[2], 2);
+    }
+  }
+  cr_assert_eq(convs, s.convs - s.merged_convs);
+  cb_plan_free(plan);
+  cb_tensor_free(x);
+  cb_module_free(m);
+}

@@ -34,12 +34,17 @@ static int run_timed(cb_module *m, cb_plan *plan, const cb_tensor *x, double *ms
 }
 
 /* Iteration i runs A then B for even i, B then A for odd i; ms[0] and ms[1] get A's and B's
- * times. */
-static int alternate(cb_module *m, cb_plan *const plans[2], const cb_tensor *x, long iters,
-                     long warmup, double *ms[2], cb_error *err) {
-  for (long i = 0; i < warmup; i++)
+ * times. With profile, both plans' profiles count the timed iterations. */
+static int alternate(cb_module *m, cb_plan *const plans[2], const cb_tensor *x,
+                     const cli_ab_args *a, double *ms[2], cb_error *err) {
+  long iters = a->iters;
+  for (long i = 0; i < a->warmup; i++)
     for (int p = 0; p < 2; p++)
       if (run_timed(m, plans[p], x, NULL, err)) return -1;
+  for (int p = 0; p < 2 && a->profile; p++) {
+    cb_plan_profile_reset(plans[p]);
+    cb_plan_profile_enable(plans[p], true);
+  }
   for (long i = 0; i < iters; i++)
     for (int k = 0; k < 2; k++) {
       int p = k ^ (int)(i % 2);
@@ -54,6 +59,45 @@ static const char *isa_of(cb_plan *plan) {
   return s.isa ? s.isa : "portable";
 }
 
+/* Node i of plan, and the node of other with the same name (from index i on, else from the
+ * start), or false where other has none. */
+static bool node_pair(cb_plan *const plans[2], int i, cb_plan_node_profile p[2]) {
+  cb_plan_profile_node(plans[0], i, &p[0]);
+  int n = cb_plan_profile_nodes(plans[1]);
+  for (int k = 0; k < n; k++) {
+    cb_plan_profile_node(plans[1], (i + k) % n, &p[1]);
+    if (strcmp(p[0].name, p[1].name) == 0) return true;
+  }
+  return false;
+}
+
+/* Per node: each plan's kernel and ms, and B/A; "-" where B has no node of that name. */
+static void print_profiles(cb_plan *const plans[2]) {
+  printf("%-28s %-19s %-19s %9s %9s %7s\n", "node", "kernel A", "kernel B", "A ms", "B ms", "B/A");
+  cb_plan_node_profile p[2];
+  for (int i = 0; i < cb_plan_profile_nodes(plans[0]); i++) {
+    if (!node_pair(plans, i, p)) {
+      printf("%-28s %-19s %-19s %9.3f %9s %7s\n", p[0].name, p[0].kernel, "-", p[0].ms, "-", "-");
+      continue;
+    }
+    printf("%-28s %-19s %-19s %9.3f %9.3f %7.3f\n", p[0].name, p[0].kernel, p[1].kernel, p[0].ms,
+           p[1].ms, p[0].ms > 0 ? p[1].ms / p[0].ms : 0.0);
+  }
+}
+
+static void print_profiles_json(cb_plan *const plans[2]) {
+  printf(", \"nodes\": [");
+  cb_plan_node_profile p[2];
+  for (int i = 0; i < cb_plan_profile_nodes(plans[0]); i++) {
+    bool paired = node_pair(plans, i, p);
+    printf("%s{\"name\": \"%s\", \"a_kernel\": \"%s\", \"a_ms\": %.4f", i ? ", " : "", p[0].name,
+           p[0].kernel, p[0].ms);
+    if (paired) printf(", \"b_kernel\": \"%s\", \"b_ms\": %.4f", p[1].kernel, p[1].ms);
+    printf("}");
+  }
+  printf("]");
+}
+
 static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2], double *ratio) {
   long n = a->iters;
   for (long i = 0; i < n; i++)
@@ -65,9 +109,11 @@ static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2],
     printf("{\"config\": \"%s\", \"threads\": %d, \"iters\": %ld, \"ab\": \"%s=%s\", "
            "\"a_median_ms\": %.4f, \"a_min_ms\": %.4f, \"a_isa\": \"%s\", "
            "\"b_median_ms\": %.4f, \"b_min_ms\": %.4f, \"b_isa\": \"%s\", "
-           "\"ratio_median\": %.4f}\n",
+           "\"ratio_median\": %.4f",
            a->config, a->threads, n, a->name, a->value, med_a, min_a, isa_of(plans[0]), med_b,
            min_b, isa_of(plans[1]), med_r);
+    if (a->profile) print_profiles_json(plans);
+    printf("}\n");
     return;
   }
   printf("%s, %d threads, %ld iterations of each plan, alternated\n", a->config, a->threads, n);
@@ -76,12 +122,13 @@ static void report(const cli_ab_args *a, cb_plan *const plans[2], double *ms[2],
   printf("B (%s=%s, %s kernels): median %.3f ms, min %.3f ms\n", a->name, a->value,
          isa_of(plans[1]), med_b, min_b);
   printf("B/A: median over the iterations %.4f\n", med_r);
+  if (a->profile) print_profiles(plans);
 }
 
 /* Times both plans; ms[0], ms[1] and ratio hold a->iters doubles each. */
 static int time_both(const cli_ab_args *a, cb_module *m, cb_plan *const plans[2],
                      const cb_tensor *x, double *ms[2], double *ratio, cb_error *err) {
-  if (alternate(m, plans, x, a->iters, a->warmup, ms, err)) return -1;
+  if (alternate(m, plans, x, a, ms, err)) return -1;
   report(a, plans, ms, ratio);
   return 0;
 }

@@ -75,12 +75,12 @@ int cmd_inspect(int argc, char **argv, const cli_globals *g);
   "| cbrick bench --peak [--threads N] [--json]"
 
 /* cbrick bench --ab NAME=VALUE (bench_ab.c): the plan against the plan compiled with NAME=VALUE
- * in the environment, iterations alternated. */
+ * in the environment, iterations alternated; with profile, both plans' per-node times too. */
 typedef struct cli_ab_args {
   const char *config, *name, *value;
   int threads;
   long iters, warmup;
-  bool json;
+  bool json, profile;
 } cli_ab_args;
 
 int cli_bench_ab(const cli_ab_args *a, cb_module *m, const cb_tensor *x, cb_error *err);

@@ -75,10 +75,9 @@ static int check_ab(bench_args *b) {
                            "--ab: expected NAME=VALUE, an environment variable that the plan "
                            "reads when it compiles (CBRICK_WINOGRAD=0, say), found '%s'",
                            b->ab);
-  if (b->reference || b->profile || b->peak)
+  if (b->reference || b->peak)
     return cli_usage_error(CLI_USAGE_BENCH,
-                           "bench: --ab times two compiled plans, not with --reference, "
-                           "--profile or --peak");
+                           "bench: --ab times two compiled plans, not with --reference or --peak");
   snprintf(b->ab_name, sizeof b->ab_name, "%.*s", (int)(eq - b->ab), b->ab);
   b->ab_value = eq + 1;
   return CLI_OK;
@@ -270,7 +269,8 @@ static int bench_ab(const bench_args *b, cb_module *m, const cb_tensor *x, cb_er
                    .threads = (int)b->threads,
                    .iters = b->iters,
                    .warmup = b->warmup,
-                   .json = b->json};
+                   .json = b->json,
+                   .profile = b->profile};
   return cli_bench_ab(&a, m, x, err);
 }
 

@@ -76,6 +76,18 @@ CB_API const char *cb_kernels_isa(void);
 /* Per-node timing, accumulated over the runs since the last reset when enabled. */
 CB_API void cb_plan_profile_enable(cb_plan *plan, bool on);
 CB_API void cb_plan_profile_reset(cb_plan *plan);
+/* One node's profile, averaged over the runs since the last reset. The strings live as long
+ * as the plan. */
+typedef struct cb_plan_node_profile {
+  const char *name;   /* the module's dotted path; "model" for the root */
+  const char *kind;   /* "conv+add+relu", "maxpool", "opaque", ... */
+  const char *kernel; /* a convolution's kernel ("winograd F(4x4)", "column", ...), else "" */
+  int64_t shape[4];   /* the output */
+  double ms, flops, idle_ms;
+} cb_plan_node_profile;
+/* The nodes that a run executes (fused ones excluded), and node i of them. */
+CB_API int cb_plan_profile_nodes(const cb_plan *plan);
+CB_API void cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out);
 /* Writes one line per node: name, kind, kernel, output shape, ms per run, GFLOP/s, share, and
  * the threads' idle ms per run: in each of the node's parallel loops, every thread's time from
  * running out of tasks to the loop's end, summed over the threads (0 on one thread). */
