@@ -272,6 +272,15 @@ expect "bench ab with reference" 2 "--ab times two compiled plans" "$CBRICK" ben
   "$TMP/r18.json" --ab CBRICK_WINOGRAD=0 --reference
 expect "bench ab with peak" 2 "--ab times two compiled plans" "$CBRICK" bench \
   "$TMP/r18.json" --ab CBRICK_WINOGRAD=0 --peak
+if [ "$stem_kernel" != blas ]; then
+  expect "bench peak json" 0 '"peak_gflops": ' "$CBRICK" bench --peak --threads 1 --json
+  lacks "bench peak: no round trip on one thread" "round_trip_ns"
+  if [ "$(nproc)" -ge 2 ]; then
+    expect "bench peak on two threads" 0 "cache-line round trip between two threads: " \
+      "$CBRICK" bench --peak --threads 2
+    ok "the round trip is a number of ns" "grep -Eq 'two threads: [1-9][0-9]* ns' \"\$OUT\""
+  fi
+fi
 expect "bench ab profile" 0 "kernel B" "$CBRICK" --quiet bench "$TMP/r18.json" \
   --shape 1x3x64x64 --iters 2 --warmup 0 --ab CBRICK_WINOGRAD=0 --profile
 has "bench ab profile names the nodes" "layer4.1.conv2"

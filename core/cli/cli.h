@@ -24,6 +24,9 @@ typedef struct cli_model_args {
 
 /* The monotonic clock in milliseconds, for the commands' timings. */
 double cli_now_ms(void);
+/* A cache line's round trip between two threads in ns (bench_round_trip.c), or -1 where no
+ * second thread starts. */
+double cli_round_trip_ns(void);
 /* Sorts v[0..n) (n >= 1) and returns its median. */
 double cli_median(double *v, long n);
 /* "cbrick: <message>" on stderr; returns CLI_FAIL. */

@@ -163,11 +163,16 @@ static int run_peak(const bench_args *b) {
   }
   double ms = cli_now_ms() - t0;
   const char *isa = strcmp(cb_kernels_isa(), "avx512") == 0 ? "avx512" : "avx2";
-  if (b->json)
-    printf("{\"peak_gflops\": %.1f, \"threads\": %d, \"isa\": \"%s\"}\n", total / ms / 1e6, started,
+  double trip = started > 1 ? cli_round_trip_ns() : -1;
+  if (b->json) {
+    printf("{\"peak_gflops\": %.1f, \"threads\": %d, \"isa\": \"%s\"", total / ms / 1e6, started,
            isa);
-  else
+    if (trip >= 0) printf(", \"round_trip_ns\": %.0f", trip);
+    printf("}\n");
+  } else {
     printf("fp32 FMA peak: %.1f GFLOP/s on %d threads (%s)\n", total / ms / 1e6, started, isa);
+    if (trip >= 0) printf("cache-line round trip between two threads: %.0f ns\n", trip);
+  }
   return total > 0 ? CLI_OK : cli_fail("bench --peak: no AVX2 or AVX-512 on this machine");
 }
 

@@ -16,7 +16,9 @@ that peak RSS is measured per runner, each warmed up for at least --warmup-s sec
 VM that has squeezed its vCPUs onto one core while a runner started should spread them again
 before the timing). Prints a table of medians and ratios, the ratios round by round (a round
 whose threads shared a core, by the FMA peak measured before and after it, is marked and left
-out of a second median), and the FMA peak (cbrick bench --peak) as a reference for GFLOP/s.
+out of a second median), the cache-line round trip between two threads next to each round (which
+tells whether the VM's vCPUs shared a cache then), and the FMA peak (cbrick bench --peak) as a
+reference for GFLOP/s.
 --isa avx2 caps both at AVX2, as on processors without AVX-512 (CBRICK_ISA for cbrick,
 ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its oneDNN).
 """
@@ -180,7 +182,8 @@ def main():
         for threads in args.threads:
             rows.append(compare(args, cbrick, cfg, weights, threads))
     # the best of three: a busy machine only lowers it
-    peak = {threads: max(fma_peak(cbrick, threads) for _ in range(3)) for threads in args.threads}
+    peak = {threads: max(fma_peak(cbrick, threads)[0] for _ in range(3))
+            for threads in args.threads}
     print_table(args, rows, peak, torch.__version__)
     return 0
 
@@ -210,14 +213,15 @@ def compare(args, cbrick, cfg, weights, threads):
     results = {name: [] for name in runners}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     several = threads > 1
-    peaks = [fma_peak(cbrick, threads)] if several else []
+    states = [fma_peak(cbrick, threads)] if several else []
     for _ in range(args.rounds):
         for name, cmd in runners.items():
             results[name].append(run_json(cmd + (common if name != "cbrick" else []), env))
         if several:
-            peaks.append(fma_peak(cbrick, threads))
+            states.append(fma_peak(cbrick, threads))
     row = {"threads": threads,
-           "spread": spread_rounds(peaks) if several else [True] * args.rounds}
+           "spread": spread_rounds([p for p, _ in states]) if several else [True] * args.rounds,
+           "round_trips": [t for _, t in states if t is not None]}
     for name, rs in results.items():
         row[name] = {"median_ms": statistics.median(r["median_ms"] for r in rs),
                      "min_ms": min(r["min_ms"] for r in rs),
@@ -229,7 +233,10 @@ def compare(args, cbrick, cfg, weights, threads):
 
 
 def fma_peak(cbrick, threads):
-    return run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])["peak_gflops"]
+    """The FMA peak, and on two threads or more the cache-line round trip between two of them
+    (None on one)."""
+    out = run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
+    return out["peak_gflops"], out.get("round_trip_ns")
 
 
 def spread_rounds(peaks):
@@ -263,6 +270,11 @@ def print_round_ratios(r):
     if not all(spread):
         print(f"# {r['threads']} thr, *: the FMA peak next to the round fell below "
               f"{SPREAD:.0%} of the run's best (the threads shared a core)")
+    if r["round_trips"]:
+        print(f"# {r['threads']} thr, cache-line round trip between two threads before each "
+              "round and after the last (up to about 150 ns: cores that share a cache; 400 and more: "
+              "not): "
+              + " ".join(f"{t:.0f}" for t in r["round_trips"]) + " ns")
 
 
 def cpu_model():
