@@ -617,21 +617,33 @@ Test(plan, refuses_wrong_input_shape) {
   cb_module_free(m);
 }
 
-/* The profile of `runs` runs of a small ResNet-18 on `threads` threads, as printed. */
-static char *profile_text(int threads, int runs) {
-  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 16, "
-                               "\"stem_channels\": 16}",
-                               3);
+/* A small ResNet-18 with random weights, compiled for a 1x3x64x64 input on `threads`. */
+static cb_plan *small_r18_plan(int threads, cb_module **m, cb_tensor **x) {
+  *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 16, "
+                     "\"stem_channels\": 16}",
+                     3);
   cb_error err = {0};
-  cb_tensor *x = cb_tensor_new4(1, 3, 64, 64, &err);
-  cr_assert_not_null(x, "%s", err.msg);
-  cb_plan *plan = compile_ok(m, x, threads);
-  cb_plan_profile_enable(plan, true);
+  *x = cb_tensor_new4(1, 3, 64, 64, &err);
+  cr_assert_not_null(*x, "%s", err.msg);
+  return compile_ok(*m, *x, threads);
+}
+
+static void run_times(cb_plan *plan, const cb_tensor *x, int runs) {
+  cb_error err = {0};
   for (int i = 0; i < runs; i++) {
     cb_tensor_list outs = {0};
     cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s", err.msg);
     cb_tensor_list_clear(&outs);
   }
+}
+
+/* The profile of `runs` runs of a small ResNet-18 on `threads` threads, as printed. */
+static char *profile_text(int threads, int runs) {
+  cb_module *m;
+  cb_tensor *x;
+  cb_plan *plan = small_r18_plan(threads, &m, &x);
+  cb_plan_profile_enable(plan, true);
+  run_times(plan, x, runs);
   char *text = NULL;
   size_t size = 0;
   FILE *f = open_memstream(&text, &size);
@@ -694,13 +706,9 @@ Test(plan, profile_idle_two_threads) {
 /* The per-node profile: one entry per node run, named, with its output shape; a convolution
  * names its kernel; the times are per run (a plan never run reports zeros). */
 Test(plan, profile_nodes) {
-  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"base_channels\": 16, "
-                               "\"stem_channels\": 16}",
-                               3);
-  cb_error err = {0};
-  cb_tensor *x = cb_tensor_new4(1, 3, 64, 64, &err);
-  cr_assert_not_null(x, "%s", err.msg);
-  cb_plan *plan = compile_ok(m, x, 2);
+  cb_module *m;
+  cb_tensor *x;
+  cb_plan *plan = small_r18_plan(2, &m, &x);
   cb_plan_stats s;
   cb_plan_get_stats(plan, &s);
   cr_assert_eq(cb_plan_profile_nodes(plan), s.nodes);
@@ -708,11 +716,7 @@ Test(plan, profile_nodes) {
   cb_plan_profile_node(plan, 0, &p);
   cr_assert_eq(p.ms, 0.0);
   cb_plan_profile_enable(plan, true);
-  for (int i = 0; i < 3; i++) {
-    cb_tensor_list outs = {0};
-    cr_assert_eq(cb_plan_run(plan, x, &outs, &err), 0, "%s", err.msg);
-    cb_tensor_list_clear(&outs);
-  }
+  run_times(plan, x, 3);
   int convs = 0;
   for (int i = 0; i < s.nodes; i++) {
     cb_plan_profile_node(plan, i, &p);
