@@ -1,5 +1,4 @@
 /* Running a compiled plan, and its per-node profile. */
-#include <assert.h>
 #include <cblas.h>
 #include <math.h>
 #include <stdio.h>
@@ -292,9 +291,9 @@ static const plan_node *live_node(const cb_plan *plan, int i) {
   return NULL;
 }
 
-CB_API void cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out) {
-  const plan_node *n = live_node(plan, i);
-  assert(n);
+CB_API int cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out) {
+  const plan_node *n = i >= 0 ? live_node(plan, i) : NULL;
+  if (!n) return -1;
   double runs = plan->runs > 0 ? (double)plan->runs : 1.0;
   *out = (cb_plan_node_profile){.name = n->name[0] ? n->name : "model",
                                 .kind = kind_name(n),
@@ -303,6 +302,7 @@ CB_API void cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profil
                                 .flops = n->flops,
                                 .idle_ms = n->idle_ms_total / runs};
   memcpy(out->shape, plan->values[n->out].shape, sizeof out->shape);
+  return 0;
 }
 
 CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {

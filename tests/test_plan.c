@@ -713,8 +713,10 @@ Test(plan, profile_nodes) {
   cb_plan_get_stats(plan, &s);
   cr_assert_eq(cb_plan_profile_nodes(plan), s.nodes);
   cb_plan_node_profile p;
-  cb_plan_profile_node(plan, 0, &p);
+  cr_assert_eq(cb_plan_profile_node(plan, 0, &p), 0);
   cr_assert_eq(p.ms, 0.0);
+  cr_assert_eq(cb_plan_profile_node(plan, s.nodes, &p), -1);
+  cr_assert_eq(cb_plan_profile_node(plan, -1, &p), -1);
   cb_plan_profile_enable(plan, true);
   run_times(plan, x, 3);
   int convs = 0;

@@ -1,8 +1,8 @@
 /* cbrick bench --peak on two or more threads: the time a cache line takes from one thread to
  * another and back. Two threads, pinned to the first two processors the process may use, take
  * turns incrementing one counter; a turn is one such trip. On a VM whose vCPUs move between
- * cores that share a cache and cores that do not, this tells the two states apart (tens of ns
- * against hundreds). */
+ * cores that share a cache and cores that do not, this tells the two states apart (about 100 ns
+ * against 400 and more on a 2-vCPU AMD EPYC). */
 #define _GNU_SOURCE
 #include <pthread.h>
 #include <sched.h>

@@ -85,9 +85,10 @@ typedef struct cb_plan_node_profile {
   int64_t shape[4];   /* the output */
   double ms, flops, idle_ms;
 } cb_plan_node_profile;
-/* The nodes that a run executes (fused ones excluded), and node i of them. */
+/* The nodes that a run executes (fused ones excluded), and node i of them: 0, or -1 where i
+ * is not in [0, cb_plan_profile_nodes) (out is then left as it was). */
 CB_API int cb_plan_profile_nodes(const cb_plan *plan);
-CB_API void cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out);
+CB_API int cb_plan_profile_node(const cb_plan *plan, int i, cb_plan_node_profile *out);
 /* Writes one line per node: name, kind, kernel, output shape, ms per run, GFLOP/s, share, and
  * the threads' idle ms per run: in each of the node's parallel loops, every thread's time from
  * running out of tasks to the loop's end, summed over the threads (0 on one thread). */
