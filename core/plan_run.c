@@ -309,15 +309,15 @@ CB_API void cb_plan_profile_print(const cb_plan *plan, FILE *out) {
   int nodes = cb_plan_profile_nodes(plan);
   double total = 0, idle = 0;
   cb_plan_node_profile p;
-  for (int i = 0; i < nodes; i++) {
-    cb_plan_profile_node(plan, i, &p);
-    total += p.ms;
-    idle += p.idle_ms;
-  }
+  for (int i = 0; i < nodes; i++)
+    if (!cb_plan_profile_node(plan, i, &p)) {
+      total += p.ms;
+      idle += p.idle_ms;
+    }
   fprintf(out, "%-28s %-14s %-19s %-18s %9s %9s %6s %9s\n", "node", "kind", "kernel", "output",
           "ms", "GFLOP/s", "share", "idle ms");
   for (int i = 0; i < nodes; i++) {
-    cb_plan_profile_node(plan, i, &p);
+    if (cb_plan_profile_node(plan, i, &p)) continue;
     char shape[64];
     cb_shape_format(4, p.shape, shape, sizeof shape);
     fprintf(out, "%-28s %-14s %-19s %-18s %9.3f %9.1f %5.1f%% %9.3f\n", p.name, p.kind, p.kernel,

@@ -59,40 +59,40 @@ static const char *isa_of(cb_plan *plan) {
   return s.isa ? s.isa : "portable";
 }
 
-/* Node i of plan, and the node of other with the same name (from index i on, else from the
- * start), or false where other has none. */
-static bool node_pair(cb_plan *const plans[2], int i, cb_plan_node_profile p[2]) {
-  cb_plan_profile_node(plans[0], i, &p[0]);
-  int n = cb_plan_profile_nodes(plans[1]);
-  for (int k = 0; k < n; k++) {
-    cb_plan_profile_node(plans[1], (i + k) % n, &p[1]);
-    if (strcmp(p[0].name, p[1].name) == 0) return true;
-  }
+/* The node of plan named `name` (looked for from index `from` on, then from the start), or
+ * false where it has none. */
+static bool node_named(cb_plan *plan, const char *name, int from, cb_plan_node_profile *out) {
+  int n = cb_plan_profile_nodes(plan);
+  for (int k = 0; k < n; k++)
+    if (!cb_plan_profile_node(plan, (from + k) % n, out) && strcmp(out->name, name) == 0)
+      return true;
   return false;
 }
 
 /* Per node: each plan's kernel and ms, and B/A; "-" where B has no node of that name. */
 static void print_profiles(cb_plan *const plans[2]) {
   printf("%-28s %-19s %-19s %9s %9s %7s\n", "node", "kernel A", "kernel B", "A ms", "B ms", "B/A");
-  cb_plan_node_profile p[2];
+  cb_plan_node_profile a, b;
   for (int i = 0; i < cb_plan_profile_nodes(plans[0]); i++) {
-    if (!node_pair(plans, i, p)) {
-      printf("%-28s %-19s %-19s %9.3f %9s %7s\n", p[0].name, p[0].kernel, "-", p[0].ms, "-", "-");
+    if (cb_plan_profile_node(plans[0], i, &a)) continue;
+    if (!node_named(plans[1], a.name, i, &b)) {
+      printf("%-28s %-19s %-19s %9.3f %9s %7s\n", a.name, a.kernel, "-", a.ms, "-", "-");
       continue;
     }
-    printf("%-28s %-19s %-19s %9.3f %9.3f %7.3f\n", p[0].name, p[0].kernel, p[1].kernel, p[0].ms,
-           p[1].ms, p[0].ms > 0 ? p[1].ms / p[0].ms : 0.0);
+    printf("%-28s %-19s %-19s %9.3f %9.3f %7.3f\n", a.name, a.kernel, b.kernel, a.ms, b.ms,
+           a.ms > 0 ? b.ms / a.ms : 0.0);
   }
 }
 
 static void print_profiles_json(cb_plan *const plans[2]) {
   printf(", \"nodes\": [");
-  cb_plan_node_profile p[2];
+  cb_plan_node_profile a, b;
   for (int i = 0; i < cb_plan_profile_nodes(plans[0]); i++) {
-    bool paired = node_pair(plans, i, p);
-    printf("%s{\"name\": \"%s\", \"a_kernel\": \"%s\", \"a_ms\": %.4f", i ? ", " : "", p[0].name,
-           p[0].kernel, p[0].ms);
-    if (paired) printf(", \"b_kernel\": \"%s\", \"b_ms\": %.4f", p[1].kernel, p[1].ms);
+    if (cb_plan_profile_node(plans[0], i, &a)) continue;
+    printf("%s{\"name\": \"%s\", \"a_kernel\": \"%s\", \"a_ms\": %.4f", i ? ", " : "", a.name,
+           a.kernel, a.ms);
+    if (node_named(plans[1], a.name, i, &b))
+      printf(", \"b_kernel\": \"%s\", \"b_ms\": %.4f", b.kernel, b.ms);
     printf("}");
   }
   printf("]");
