@@ -8,7 +8,6 @@
 #include <sched.h>
 #include <stdatomic.h>
 #include <stdbool.h>
-#include <stdlib.h>
 
 #include "cli.h"
 
@@ -33,11 +32,6 @@ static void *partner(void *arg) {
   for (long i = 0; i < r->turns; i++)
     hit(r, 2 * i + 1);
   return NULL;
-}
-
-static int by_value(const void *a, const void *b) {
-  double x = *(const double *)a, y = *(const double *)b;
-  return (x > y) - (x < y);
 }
 
 /* The first two processors in the process's affinity mask, or false. */
@@ -82,6 +76,5 @@ double cli_round_trip_ns(void) {
   }
   pthread_join(tid, NULL);
   pthread_setaffinity_np(pthread_self(), sizeof restore, &restore);
-  qsort(ns, BATCHES, sizeof ns[0], by_value);
-  return ns[BATCHES / 2];
+  return cli_median(ns, BATCHES);
 }

@@ -182,7 +182,7 @@ def main():
         for threads in args.threads:
             rows.append(compare(args, cbrick, cfg, weights, threads))
     # the best of three: a busy machine only lowers it
-    peak = {threads: max(fma_peak(cbrick, threads)[0] for _ in range(3))
+    peak = {threads: max(peak_and_round_trip(cbrick, threads)[0] for _ in range(3))
             for threads in args.threads}
     print_table(args, rows, peak, torch.__version__)
     return 0
@@ -213,12 +213,12 @@ def compare(args, cbrick, cfg, weights, threads):
     results = {name: [] for name in runners}
     env = dict(os.environ, OMP_NUM_THREADS=str(threads))
     several = threads > 1
-    states = [fma_peak(cbrick, threads)] if several else []
+    states = [peak_and_round_trip(cbrick, threads)] if several else []
     for _ in range(args.rounds):
         for name, cmd in runners.items():
             results[name].append(run_json(cmd + (common if name != "cbrick" else []), env))
         if several:
-            states.append(fma_peak(cbrick, threads))
+            states.append(peak_and_round_trip(cbrick, threads))
     row = {"threads": threads,
            "spread": spread_rounds([p for p, _ in states]) if several else [True] * args.rounds,
            "round_trips": [t for _, t in states if t is not None]}
@@ -232,7 +232,7 @@ def compare(args, cbrick, cfg, weights, threads):
     return row
 
 
-def fma_peak(cbrick, threads):
+def peak_and_round_trip(cbrick, threads):
     """The FMA peak, and on two threads or more the cache-line round trip between two of them
     (None on one)."""
     out = run_json([cbrick, "bench", "--peak", "--threads", str(threads), "--json"])
