@@ -17,7 +17,8 @@ VM that has squeezed its vCPUs onto one core while a runner started should sprea
 before the timing). Prints a table of medians and ratios, the ratios round by round (a round
 whose threads shared a core, by the FMA peak measured before and after it, is marked and left
 out of a second median), the cache-line round trip between two threads next to each round (which
-tells whether the VM's vCPUs shared a cache then), and the FMA peak (cbrick bench --peak) as a
+tells whether the VM's vCPUs shared a cache then; where rounds of both states occurred, the
+ratios' median in each state), and the FMA peak (cbrick bench --peak) as a
 reference for GFLOP/s.
 --isa avx2 caps both at AVX2, as on processors without AVX-512 (CBRICK_ISA for cbrick,
 ATEN_CPU_CAPABILITY and DNNL_MAX_CPU_ISA for PyTorch and its oneDNN).
@@ -35,6 +36,8 @@ import tempfile
 import time
 
 SPREAD = 0.75  # of the best FMA peak: below it, a round's threads shared a core
+SHARED_NS = 250  # a round trip up to this: the two threads' cores shared a cache
+APART_NS = 350  # from this on: they did not
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.join(ROOT, "tools", "fixtures"))
 
@@ -252,28 +255,50 @@ def round_ratios(r, name):
     return [c / o for c, o in zip(r["rounds"]["cbrick"], r["rounds"][name])]
 
 
+def rounds_in_state(round_trips, rounds, low, high):
+    """The rounds whose round trips before and after both lie in [low, high]."""
+    if len(round_trips) != rounds + 1:
+        return []
+    inside = [low <= t <= high for t in round_trips]
+    return [i for i in range(rounds) if inside[i] and inside[i + 1]]
+
+
+def median_over(ratios, rounds, what):
+    """', median M over the N rounds WHAT', or '' where no round or every round is one."""
+    if not rounds or len(rounds) == len(ratios):
+        return ""
+    plural = "s" if len(rounds) > 1 else ""
+    return (f", {statistics.median(ratios[i] for i in rounds):.3f} over the {len(rounds)} "
+            f"round{plural} {what}")
+
+
 def print_round_ratios(r):
     """Per-round ratios: the contenders of one round ran back to back, so a slow stretch of
-    the machine moves both. Their median over all rounds, and over the rounds whose threads
-    had a core each where some did not."""
+    the machine moves both. Their median over all rounds, over the rounds whose threads had a
+    core each where some did not, and over the rounds in each of the machine's two states
+    (cores that share a cache, and cores that do not) where both occurred."""
     spread = r["spread"]
+    n = len(spread)
+    kept = [i for i, ok in enumerate(spread) if ok]
+    shared = rounds_in_state(r["round_trips"], n, 0, SHARED_NS)
+    apart = rounds_in_state(r["round_trips"], n, APART_NS, math.inf)
     for name in [n for n in r["rounds"] if n != "cbrick"]:
         ratios = round_ratios(r, name)
-        kept = [x for x, ok in zip(ratios, spread) if ok]
         line = (f"# {r['threads']} thr, cbrick/{name} per round: "
                 + " ".join(f"{x:.3f}" + ("" if ok else "*") for x, ok in zip(ratios, spread))
-                + f"; median {statistics.median(ratios):.3f}")
-        if kept and len(kept) < len(ratios):
-            line += (f", {statistics.median(kept):.3f} over the {len(kept)} round"
-                     + ("s" if len(kept) > 1 else "") + " without *")
+                + f"; median {statistics.median(ratios):.3f}"
+                + median_over(ratios, kept, "without *"))
+        if shared and apart:
+            line += (median_over(ratios, shared, "with a shared cache")
+                     + median_over(ratios, apart, "without one"))
         print(line)
     if not all(spread):
         print(f"# {r['threads']} thr, *: the FMA peak next to the round fell below "
               f"{SPREAD:.0%} of the run's best (the threads shared a core)")
     if r["round_trips"]:
         print(f"# {r['threads']} thr, cache-line round trip between two threads before each "
-              "round and after the last (up to about 150 ns: cores that share a cache; 400 and more: "
-              "not): "
+              f"round and after the last (up to {SHARED_NS} ns: cores that share a cache; "
+              f"{APART_NS} and more: not): "
               + " ".join(f"{t:.0f}" for t in r["round_trips"]) + " ns")
 
 
