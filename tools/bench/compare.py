@@ -264,7 +264,8 @@ def rounds_in_state(round_trips, rounds, low, high):
 
 
 def median_over(ratios, rounds, what):
-    """', median M over the N rounds WHAT', or '' where no round or every round is one."""
+    """', M over the N rounds WHAT' (M the ratios' median over those rounds), or '' where there
+    are none or they are all the rounds."""
     if not rounds or len(rounds) == len(ratios):
         return ""
     plural = "s" if len(rounds) > 1 else ""
@@ -278,10 +279,9 @@ def print_round_ratios(r):
     core each where some did not, and over the rounds in each of the machine's two states
     (cores that share a cache, and cores that do not) where both occurred."""
     spread = r["spread"]
-    n = len(spread)
     kept = [i for i, ok in enumerate(spread) if ok]
-    shared = rounds_in_state(r["round_trips"], n, 0, SHARED_NS)
-    apart = rounds_in_state(r["round_trips"], n, APART_NS, math.inf)
+    shared = rounds_in_state(r["round_trips"], len(spread), 0, SHARED_NS)
+    apart = rounds_in_state(r["round_trips"], len(spread), APART_NS, math.inf)
     for name in [n for n in r["rounds"] if n != "cbrick"]:
         ratios = round_ratios(r, name)
         line = (f"# {r['threads']} thr, cbrick/{name} per round: "
