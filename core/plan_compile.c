@@ -374,8 +374,7 @@ CB_API cb_plan *cb_plan_compile(cb_module *m, const int64_t *input_shape, int th
   }
   plan->threads = threads > 0 ? threads : cb_threads_default();
   plan->kernels = plan_kernels_best();
-  const char *stream = getenv("CBRICK_STREAM");
-  plan->streams = !stream || strcmp(stream, "0") != 0;
+  plan->streams = !plan_env_is(getenv("CBRICK_STREAM"), "0");
   b->plan = plan;
   int out = -1;
   int rc = plan_add_value(plan, input_shape, -1, err) < 0 ? -1 : 0;

@@ -54,7 +54,7 @@ static int pack_weights(cb_plan *plan, plan_conv *c, cb_error *err) {
   return 0;
 }
 
-static bool env_is(const char *value, const char *want) {
+bool plan_env_is(const char *value, const char *want) {
   return value && strcmp(value, want) == 0;
 }
 
@@ -68,8 +68,8 @@ static const plan_winograd_path *winograd_path(const cb_plan *plan) {
 static int winograd_tile(const cb_plan *plan, const plan_node *n) {
   const char *env = getenv("CBRICK_WINOGRAD");
   bool (*fits)(const plan_node *, int) = winograd_path(plan)->fits;
-  if (env_is(env, "0")) return 0;
-  if (env_is(env, "2") || env_is(env, "3") || env_is(env, "4"))
+  if (plan_env_is(env, "0")) return 0;
+  if (plan_env_is(env, "2") || plan_env_is(env, "3") || plan_env_is(env, "4"))
     return fits(n, env[0] - '0') ? env[0] - '0' : 0;
   int tile = plan_winograd_pays(plan, n);
   return tile && fits(n, tile) ? tile : 0;
@@ -186,7 +186,7 @@ int plan_conv_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   c->shared_panel = fast && c->p.groups == 1 && (og + c->mc - 1) / c->mc > 1;
   int tile = fast ? winograd_tile(plan, n) : 0;
   if (tile) return winograd_path(plan)->tile(plan, n, tile, err);
-  if (avx512 && plan_small_fits(plan, n) && !env_is(getenv("CBRICK_SMALL"), "0"))
+  if (avx512 && plan_small_fits(plan, n) && !plan_env_is(getenv("CBRICK_SMALL"), "0"))
     return plan_small_tile(plan, n, err);
   /* With few input channels the per-row work of packing is tiny and locating the padding
    * dominates: such convolutions (the stems) read a padded copy in place instead. */

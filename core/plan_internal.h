@@ -144,6 +144,8 @@ void plan_conv_im2col(cb_plan *plan, const plan_node *n, const int64_t *in, cons
  * convolution (plan_conv.k_side) into rows [k_side][ld] of dst, for an output ow columns wide. */
 void plan_conv_pack_side(const cb_plan *plan, const plan_node *n, int64_t ow, int64_t image,
                          int64_t c0, int64_t c1, float *dst, int64_t ld);
+/* Whether an environment switch's value (getenv's, NULL when unset) is `want`. */
+bool plan_env_is(const char *value, const char *want);
 /* The small-map kernel: output pixels broadcast, output channels in vectors (plan_small.c). */
 bool plan_small_fits(const cb_plan *plan, const plan_node *n);
 int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err);
