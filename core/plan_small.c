@@ -75,7 +75,9 @@ static bool streams_out(const cb_plan *plan, const plan_node *n, int64_t cols) {
 }
 
 /* Chunks: mc output channels by nc pixels per task, at most SMALL_CT floats, and at least two
- * tasks per thread when the layer allows. */
+ * tasks per thread when the layer allows. On several threads a layer split by channels alone
+ * takes a task per block of SMALL_NO channels: each block reads the same inputs however they
+ * are grouped, and a thread that falls behind leaves whole blocks for the others to take. */
 int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
   plan_conv *c = &n->conv;
   const int64_t *out = plan->values[n->out].shape;
@@ -96,6 +98,7 @@ int plan_small_tile(cb_plan *plan, plan_node *n, cb_error *err) {
     else
       break;
   }
+  if (plan->threads > 1 && nc >= cols) mc = SMALL_NO;
   c->mc = (int)mc;
   c->nc = (int)nc;
   c->small = true;

@@ -1,12 +1,13 @@
 /* 3x3 convolutions as Winograd F(2x2, 3x3), F(3x3, 3x3) or F(4x4, 3x3) at stride 1,
  * F(2x2, 3x3) at stride 2 (plan_winograd.h).
  *
- * A task owns a chunk of tiles and of output channels. It transforms
- * the chunk's inputs, 16 tiles per vector, into V[position][c][tiles]; runs the products of
- * every position on the small-map kernel (tiles broadcast, 32 output channels in two
- * vectors), and transforms each block of 32 channels back into the output with the
- * epilogue. Where the tasks split only the output channels, the inputs are transformed once
- * beforehand, split by input channels, into one V that they share. */
+ * A task owns a chunk of tiles and of output channels. It transforms the chunk's inputs, 16
+ * tiles per vector, into V[position][c][tiles] (unless its thread's V holds them from a block of
+ * channels it ran before); runs the products of every position on the small-map kernel (tiles
+ * broadcast, 32 output channels in two vectors), and transforms each block of 32 channels back
+ * into the output with the epilogue. At stride 2, where the tasks split only the output
+ * channels, the inputs are transformed once beforehand, split by input channels, into one V
+ * that they share. */
 #include <stdlib.h>
 
 #include "plan_gemm.h"
@@ -100,8 +101,8 @@ static int pack(cb_plan *plan, plan_conv *c, cb_error *err) {
 
 /* Chunks of nc tiles (V at most WG_V_FLOATS, or WG_V_FLOATS_LARGE_U) by mc channels, of equal sizes
  * to a tile, with a number of tasks that the threads divide: first more tile chunks (of at least
- * two pixel blocks), else channel parts, where each thread reads only its share of U (every tile
- * chunk reads all of it). */
+ * two pixel blocks), else blocks of channels, where each thread reads only its share of U (every
+ * tile chunk reads all of it). */
 static int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *err) {
   plan_conv *c = &n->conv;
   c->winograd = tile;
@@ -117,14 +118,15 @@ static int plan_winograd_tile(cb_plan *plan, plan_node *n, int tile, cb_error *e
     if (more * 2 * SMALL_PR <= tiles && more <= 2 * chunks)
       chunks = more;
     else
-      m_tiles = threads;
+      m_tiles = (c->o + SMALL_NO - 1) / SMALL_NO;
   }
   c->mc = (int)round_up((c->o + m_tiles - 1) / m_tiles, SMALL_NO);
   c->nc = (int)((tiles + chunks - 1) / chunks);
-  /* Split by channels, each task transforms all the inputs itself (little work on maps this
-   * small) and reads them from its own cache; at stride 2, where the input has four times the
-   * output's pixels, they are transformed once, split by input channels, into a V that the
-   * tasks share. */
+  /* Split by channels, a task per block of SMALL_NO channels (a thread that falls behind leaves
+   * blocks for the others to take), and each thread transforms all the inputs itself once, for
+   * the first block it runs (little work on maps this small), and reads them from its own cache;
+   * at stride 2, where the input has four times the output's pixels, they are transformed once,
+   * split by input channels, into a V that the tasks share. */
   c->shared_panel = m_tiles > 1 && chunks == 1 && c->p.stride_h == 2;
   return pack(plan, c, err);
 }
@@ -244,7 +246,11 @@ static void wg_task(void *ctx, int task, int thread) {
   else
     m += pos * layout_of(c, c->nc).ldp;
   int64_t off = img * c->o * j->oh * j->ow;
-  if (!c->shared_panel) input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, &l, v);
+  int64_t chunk = img * j->n_tiles + tn;
+  if (!c->shared_panel && j->v_held[thread] != chunk) {
+    input_transform(j, j->x + img * j->c * j->h * j->w, t0, t1, &l, v);
+    j->v_held[thread] = chunk;
+  }
   for (int64_t b = m0; b < m1; b += SMALL_NO) {
     for (int p = 0; p < pos; p++)
       for (int64_t k0 = 0; k0 < c->cg; k0 += WG_KC) {
@@ -288,6 +294,10 @@ static void plan_winograd_run(cb_plan *plan, const plan_node *n, const float *x,
   j.n_tiles = (j.tiles + n->conv.nc - 1) / n->conv.nc;
   j.m_tiles = (n->conv.o + n->conv.mc - 1) / n->conv.mc;
   j.channels = n->conv.cg;
+  int64_t held[CB_MAX_THREADS];
+  for (int t = 0; t < CB_MAX_THREADS; t++)
+    held[t] = -1;
+  j.v_held = held;
   if (!n->conv.shared_panel) {
     cb_parallel_for((int)(j.n_tiles * j.m_tiles * in[0]), wg_task, &j);
     return;

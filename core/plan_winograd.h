@@ -24,6 +24,9 @@ typedef struct wg_job {
   int64_t channels; /* input channels that the input transforms run over */
   int dil;
   int image; /* shared V: the image being run */
+  /* Per thread, the tile chunk (image * n_tiles + chunk) whose V its scratch holds, or -1: a
+   * thread that runs several channel blocks of one chunk transforms its inputs once. */
+  int64_t *v_held;
 } wg_job;
 
 /* Where tile t lies: its phase (ry, rx) and its place (ty, tx) in the phase's grid. A dilated

@@ -18,7 +18,6 @@
 #include "clock.h"
 #include "threads.h"
 
-#define POOL_MAX_THREADS 64
 #define POOL_SPIN 20000  /* wait iterations before a worker sleeps */
 #define POOL_PAUSES 2000 /* of them pauses before each iteration yields */
 
@@ -33,12 +32,12 @@ typedef struct share {
 } share;
 
 typedef struct pool {
-  share shares[POOL_MAX_THREADS];
+  share shares[CB_MAX_THREADS];
   cb_task_fn fn;
   void *ctx;
   pthread_mutex_t lock;
   pthread_cond_t wake;
-  pthread_t workers[POOL_MAX_THREADS];
+  pthread_t workers[CB_MAX_THREADS];
   int n_workers;          /* started workers (threads - 1) */
   int active;             /* threads used by the next loop */
   atomic_uint generation; /* bumped per loop; workers join the loops they see */
@@ -114,7 +113,7 @@ static int64_t ran_out(pool *p, int t, uint32_t gen, int64_t end) {
  * too late to find any. Counting to the last thread's moment rather than to `end` leaves out
  * the time the caller lost to other processes before it saw the loop end. */
 static int64_t loop_idle(pool *p, int threads, uint32_t gen, int64_t start, int64_t end) {
-  int64_t from[POOL_MAX_THREADS], last = start, idle = 0;
+  int64_t from[CB_MAX_THREADS], last = start, idle = 0;
   for (int t = 0; t < threads; t++) {
     from[t] = ran_out(p, t, gen, end);
     last = from[t] > last ? from[t] : last;
@@ -151,7 +150,7 @@ static void *worker_main(void *arg) {
 }
 
 static void pool_grow(pool *p, int threads) {
-  while (p->n_workers < threads - 1 && p->n_workers < POOL_MAX_THREADS) {
+  while (p->n_workers < threads - 1 && p->n_workers < CB_MAX_THREADS) {
     int id = p->n_workers + 1;
     /* The worker's index travels in the pointer argument. */
     void *arg = (void *)(intptr_t)id; // NOLINT(performance-no-int-to-ptr)
@@ -181,15 +180,15 @@ int cb_threads_default(void) {
   if (env) {
     char *end;
     long v = strtol(env, &end, 10);
-    if (*env && !*end && v >= 1 && v <= POOL_MAX_THREADS) return (int)v;
+    if (*env && !*end && v >= 1 && v <= CB_MAX_THREADS) return (int)v;
   }
   long n = sysconf(_SC_NPROCESSORS_ONLN);
-  return n < 1 ? 1 : n > POOL_MAX_THREADS ? POOL_MAX_THREADS : (int)n;
+  return n < 1 ? 1 : n > CB_MAX_THREADS ? CB_MAX_THREADS : (int)n;
 }
 
 CB_API void cb_set_num_threads(int threads) {
   if (threads < 1) threads = cb_threads_default();
-  if (threads > POOL_MAX_THREADS) threads = POOL_MAX_THREADS;
+  if (threads > CB_MAX_THREADS) threads = CB_MAX_THREADS;
   pthread_mutex_lock(&loop_lock);
   pool_grow(&the_pool, threads);
   the_pool.active = threads <= the_pool.n_workers + 1 ? threads : the_pool.n_workers + 1;

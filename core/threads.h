@@ -6,6 +6,9 @@
 /* cb_parallel_for and cb_task_fn are public (cbrick/plan.h). */
 #include "cbrick/plan.h"
 
+/* The most threads the pool runs: the thread index that a task receives is below it. */
+#define CB_MAX_THREADS 64
+
 /* Threads a parallel_for uses now (>= 1). */
 int cb_threads_active(void);
 

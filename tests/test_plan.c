@@ -462,6 +462,26 @@ Test(plan, winograd_dilated) {
   cb_module_free(m);
 }
 
+/* Winograd layers of 14x14 and 7x7 maps split between the threads by blocks of output
+ * channels, each thread transforming the inputs once for the blocks it runs, shares that span
+ * both images of a batch of two included (on three threads); their 1x1 layers split the same
+ * way. */
+Test(plan, winograd_channel_blocks) {
+  if (strcmp(cb_kernels_isa(), "avx512") != 0)
+    cr_skip_test("the channel-block split is the AVX-512 kernels'");
+  cb_module *m = random_resnet("{\"type\": \"ResNet\", \"depth\": 18, \"num_stages\": 3, "
+                               "\"strides\": [1, 2, 2], \"dilations\": [1, 1, 1], "
+                               "\"out_indices\": [0, 1, 2]}",
+                               23);
+  const int64_t one[4] = {1, 3, 112, 112}, two[4] = {2, 3, 112, 112};
+  /* every 3x3 convolution but layer3.0.conv1's, at stride 2 onto a 7x7 map */
+  int used = count_winograd(m, one);
+  cr_assert_eq(used, 11, "Winograd convs: %d", used);
+  compare_with_reference(m, one, 2);
+  compare_with_reference(m, two, 3);
+  cb_module_free(m);
+}
+
 /* The small-map kernel (7x7 and 14x14 maps, pixel blocks of 7, partial blocks on other
  * sizes) against the column kernel and the reference, on 1, 2 and 3 threads. */
 Test(plan, small_maps_and_thread_splits) {
