@@ -87,10 +87,12 @@ static void print_profiles(cb_plan *const plans[2]) {
 static void print_profiles_json(cb_plan *const plans[2]) {
   printf(", \"nodes\": [");
   cb_plan_node_profile a, b;
+  const char *sep = "";
   for (int i = 0; i < cb_plan_profile_nodes(plans[0]); i++) {
     if (cb_plan_profile_node(plans[0], i, &a)) continue;
-    printf("%s{\"name\": \"%s\", \"a_kernel\": \"%s\", \"a_ms\": %.4f", i ? ", " : "", a.name,
-           a.kernel, a.ms);
+    printf("%s{\"name\": \"%s\", \"a_kernel\": \"%s\", \"a_ms\": %.4f", sep, a.name, a.kernel,
+           a.ms);
+    sep = ", ";
     if (node_named(plans[1], a.name, i, &b))
       printf(", \"b_kernel\": \"%s\", \"b_ms\": %.4f", b.kernel, b.ms);
     printf("}");
